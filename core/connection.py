@@ -1,0 +1,375 @@
+"""The per-connection WebSocket state machine shared by server and client.
+
+Sans-IO in the manner of h11: bytes in (``receive_data``), events out
+(``events_received``), bytes to write out (``data_to_send``), timers driven by
+the caller (``next_deadline`` / ``handle_timer``). The clock and the random
+source are constructor parameters; nothing here reads the system clock.
+
+Frames are parsed by wsproto's ``FrameProtocol`` with our ``InboundGuard``
+as its only extension (size limit, bounded inflation). Frames are written by
+``frames.encode_frame``. Because output is buffered here, the machine answers
+pings, echoes closes and sends close frames on protocol errors by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from enum import Enum, auto
+from typing import ClassVar
+
+from wsproto.frame_protocol import FrameProtocol, ParseFailed
+from wsproto.frame_protocol import Opcode as WsOpcode
+
+from .deflate import DeflateParams, InboundGuard, compress_message
+from .errors import ConnectionClosedError, LocalProtocolError
+from .events import BinaryMessage, Closed, Event, Opened, Side, TextMessage
+from .frames import Opcode, PreparedMessage, encode_frame
+from .limits import Limits
+
+__all__ = ["Clock", "Connection", "RandomSource", "State", "validate_close"]
+
+Clock = Callable[[], float]
+RandomSource = Callable[[int], bytes]
+
+
+class State(Enum):
+    """Lifecycle of a connection; transitions are listed in ``_TRANSITIONS``."""
+
+    CONNECTING = auto()  # reading the opening handshake
+    DECIDING = auto()  # server: request reported, waiting for accept / reject / respond
+    OPEN = auto()
+    CLOSING = auto()  # our close frame is sent, waiting for the peer's
+    CLOSED = auto()
+
+
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CONNECTING: frozenset({State.DECIDING, State.OPEN, State.CLOSED}),
+    State.DECIDING: frozenset({State.OPEN, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+# RFC 6455 §7.4.1: codes an endpoint may put in a close frame it sends.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_GENERIC_REASONS = {
+    1002: "protocol error",
+    1007: "invalid payload data",
+    1009: "message too big",
+}
+_MAX_REASON_BYTES = 123  # 125-byte control payload minus the 2-byte code (§5.5)
+
+
+def validate_close(code: int, reason: str) -> bytes:
+    """Check an application close code and reason; return the reason's bytes."""
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        raise ValueError(f"invalid close code {code}: use 1000-1014 (not 1004-1006) or 3000-4999")
+    encoded = reason.encode("utf-8")
+    if len(encoded) > _MAX_REASON_BYTES:
+        raise ValueError(f"close reason is {len(encoded)} bytes; the limit is 123")
+    return encoded
+
+
+def _truncate_reason(reason: str) -> bytes:
+    encoded = reason.encode("utf-8")[:_MAX_REASON_BYTES]
+    return encoded.decode("utf-8", "ignore").encode("utf-8")
+
+
+class Connection:
+    """State, output buffer, frames, keepalive and closing; subclasses add handshakes."""
+
+    is_client: ClassVar[bool] = False
+
+    def __init__(self, *, limits: Limits, clock: Clock, random: RandomSource = os.urandom) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._random = random
+        self._state = State.CONNECTING
+        self._events: deque[Event] = deque()
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._close_transport = False
+        self._eof = False
+        self._proto: FrameProtocol | None = None
+        self._parts: list[str | bytes] = []
+        self._deflate: DeflateParams | None = None
+        now = clock()
+        self._last_receive = now
+        self._handshake_deadline: float | None = now + limits.handshake_timeout
+        self._next_ping: float | None = None
+        self._pong_deadline: float | None = None
+        self._ping_payload = b""
+        self._close_deadline: float | None = None
+        self.subprotocol: str | None = None
+        self.bytes_received = 0
+        self.bytes_queued = 0
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def deflate(self) -> DeflateParams | None:
+        """The negotiated permessage-deflate parameters, if any."""
+        return self._deflate
+
+    def _transition(self, new: State) -> None:
+        if new not in _TRANSITIONS[self._state]:  # pragma: no cover - a bug, not an input
+            raise AssertionError(f"illegal transition {self._state.name} -> {new.name}")
+        self._state = new
+
+    # -- I/O surface -----------------------------------------------------
+
+    def events_received(self) -> list[Event]:
+        """Events since the last call, in order."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Bytes the transport must write now, in order (may be empty)."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        return data
+
+    def should_close_transport(self) -> bool:
+        """True once the transport must be closed after writing ``data_to_send``."""
+        return self._close_transport
+
+    @property
+    def outbox_size(self) -> int:
+        """Bytes queued and not yet taken by ``data_to_send``."""
+        return self._out_size
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the transport. Never raises on peer input."""
+        if self._eof or self._state is State.CLOSED or not data:
+            return
+        self.bytes_received += len(data)
+        self._last_receive = self._clock()
+        if self._state in (State.CONNECTING, State.DECIDING):
+            self._receive_handshake(data)
+        else:
+            self._receive_frames(data)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the transport. Safe to call twice."""
+        if self._eof:
+            return
+        self._eof = True
+        self._close_transport = True
+        if self._state in (State.CONNECTING, State.DECIDING):
+            self._finish(Closed(code=1006, reason="connection lost during handshake"))
+        elif self._state is State.OPEN:
+            self._finish(Closed(code=1006, reason="connection lost"))
+        elif self._state is State.CLOSING:
+            self._finish(
+                Closed(code=1006, reason="connection lost while closing", initiator=Side.LOCAL)
+            )
+
+    # -- application decisions -------------------------------------------
+
+    def _check_can_send(self) -> None:
+        if self._state is not State.OPEN:
+            if self._state in (State.CLOSING, State.CLOSED):
+                raise ConnectionClosedError(f"cannot send: connection is {self._state.name}")
+            raise LocalProtocolError(f"cannot send before the handshake ({self._state.name})")
+
+    def send_text(self, text: str) -> bool:
+        """Queue a text message; False if the outbox overflowed (closed with 1013)."""
+        self._check_can_send()
+        return self._queue_message(self._frame(Opcode.TEXT, text.encode("utf-8")))
+
+    def send_binary(self, data: bytes) -> bool:
+        """Queue a binary message; False if the outbox overflowed (closed with 1013)."""
+        self._check_can_send()
+        return self._queue_message(self._frame(Opcode.BINARY, bytes(data)))
+
+    def send_prepared(self, message: PreparedMessage) -> bool:
+        """Queue a message framed once for many connections (server side only)."""
+        if self.is_client:
+            raise LocalProtocolError("prepared messages are unmasked: server side only")
+        self._check_can_send()
+        return self._queue_message(message.frame(self._deflate))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake. Does nothing if already closing or closed."""
+        encoded = validate_close(code, reason)
+        if self._state in (State.CLOSING, State.CLOSED):
+            return
+        if self._state is not State.OPEN:
+            raise LocalProtocolError("cannot close before the handshake; reject it instead")
+        self._queue_close_frame(code, encoded)
+        self._transition(State.CLOSING)
+        self._next_ping = self._pong_deadline = None
+        self._close_deadline = self._clock() + self.limits.close_timeout
+
+    # -- timers ----------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must next be called, or None."""
+        state = self._state
+        if state in (State.CONNECTING, State.DECIDING):
+            return self._handshake_deadline
+        if state is State.OPEN:
+            candidates = [d for d in (self._next_ping, self._pong_deadline) if d is not None]
+            if self.limits.idle_timeout is not None:
+                candidates.append(self._last_receive + self.limits.idle_timeout)
+            return min(candidates, default=None)
+        if state is State.CLOSING:
+            return self._close_deadline
+        return None
+
+    def handle_timer(self, now: float | None = None) -> None:
+        """Act on every deadline that has passed at ``now`` (default: the clock)."""
+        if now is None:
+            now = self._clock()
+        state = self._state
+        if state in (State.CONNECTING, State.DECIDING):
+            if self._handshake_deadline is not None and now >= self._handshake_deadline:
+                self._handshake_timed_out()
+        elif state is State.OPEN:
+            idle = self.limits.idle_timeout
+            if self._pong_deadline is not None and now >= self._pong_deadline:
+                self._fail(1011, "keepalive ping timeout")
+            elif idle is not None and now >= self._last_receive + idle:
+                self.close(1001, "idle timeout")
+            elif self._next_ping is not None and now >= self._next_ping:
+                self._ping_payload = self._random(4)
+                self._queue_message(self._frame(Opcode.PING, self._ping_payload))
+                self._next_ping = None
+                self._pong_deadline = now + self.limits.ping_timeout
+        elif state is State.CLOSING:
+            if self._close_deadline is not None and now >= self._close_deadline:
+                self._close_transport = True
+                self._finish(Closed(code=1006, reason="close timed out", initiator=Side.LOCAL))
+
+    # -- subclass hooks --------------------------------------------------
+
+    def _receive_handshake(self, data: bytes) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _handshake_timed_out(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- internals -------------------------------------------------------
+
+    def _frame(self, opcode: Opcode, payload: bytes) -> bytes:
+        rsv1 = False
+        if self._deflate is not None and opcode in (Opcode.TEXT, Opcode.BINARY):
+            payload = compress_message(payload, self._deflate, client=self.is_client)
+            rsv1 = True
+        mask = self._random(4) if self.is_client else None
+        return encode_frame(opcode, payload, rsv1=rsv1, mask=mask)
+
+    def _queue_message(self, data: bytes) -> bool:
+        """Append to the outbox unless that overflows it (then fail with 1013)."""
+        if self._out_size and self._out_size + len(data) > self.limits.max_outbox_size:
+            self._out.clear()
+            self._out_size = 0
+            self._fail(1013, "slow consumer")
+            return False
+        self._out.append(data)
+        self._out_size += len(data)
+        self.bytes_queued += len(data)
+        return True
+
+    def _queue_raw(self, data: bytes) -> None:
+        """Handshake bytes and close frames: never refused by the outbox cap."""
+        self._out.append(data)
+        self._out_size += len(data)
+        self.bytes_queued += len(data)
+
+    def _queue_close_frame(self, code: int | None, reason: bytes = b"") -> None:
+        payload = b"" if code is None else code.to_bytes(2, "big") + reason
+        mask = self._random(4) if self.is_client else None
+        self._queue_raw(encode_frame(Opcode.CLOSE, payload, mask=mask))
+
+    def _finish(self, event: Closed) -> None:
+        """Report the one Closed event and stop every timer."""
+        self._transition(State.CLOSED)
+        self._handshake_deadline = self._next_ping = self._pong_deadline = None
+        self._close_deadline = None
+        self._parts.clear()
+        self._events.append(event)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 §7.1.7): close frame if open, then drop."""
+        if self._state is State.OPEN:
+            self._queue_close_frame(code, _truncate_reason(reason))
+        self._close_transport = True
+        if self._state is not State.CLOSED:
+            self._finish(Closed(code=code, reason=reason, initiator=Side.LOCAL))
+
+    def _open(self, trailing: bytes, extensions: tuple[str, ...]) -> None:
+        guard = InboundGuard(self.limits.max_message_size, self._deflate, client=self.is_client)
+        self._proto = FrameProtocol(self.is_client, [guard])
+        self._transition(State.OPEN)
+        self._handshake_deadline = None
+        if self.limits.ping_interval is not None:
+            self._next_ping = self._clock() + self.limits.ping_interval
+        self._events.append(Opened(subprotocol=self.subprotocol, extensions=extensions))
+        if trailing:
+            self._receive_frames(trailing)
+
+    def _receive_frames(self, data: bytes) -> None:
+        proto = self._proto
+        assert proto is not None
+        proto.receive_bytes(data)
+        try:
+            for frame in proto.received_frames():
+                opcode = frame.opcode
+                if opcode is WsOpcode.TEXT or opcode is WsOpcode.BINARY:
+                    self._on_data(frame.payload, frame.message_finished, opcode is WsOpcode.TEXT)
+                elif opcode is WsOpcode.PING:
+                    if self._state is State.OPEN:
+                        self._queue_message(self._frame(Opcode.PONG, bytes(frame.payload)))
+                elif opcode is WsOpcode.PONG:
+                    if self._pong_deadline is not None and frame.payload == self._ping_payload:
+                        self._pong_deadline = None
+                        if self.limits.ping_interval is not None:
+                            self._next_ping = self._clock() + self.limits.ping_interval
+                elif opcode is WsOpcode.CLOSE:
+                    code, reason = frame.payload
+                    self._on_close_frame(int(code), reason)
+                if self._state is State.CLOSED:
+                    return
+        except ParseFailed as exc:
+            code = int(exc.code)
+            message = str(exc.args[0]) if exc.args else ""
+            if not message or message == "error in extension":
+                message = _GENERIC_REASONS.get(code, "protocol error")
+            self._fail(code, message)
+
+    def _on_data(self, payload: str | bytes, finished: bool, text: bool) -> None:
+        if not finished:
+            self._parts.append(payload)
+            return
+        if self._parts:
+            self._parts.append(payload)
+            if text:
+                payload = "".join(self._parts)  # type: ignore[arg-type]
+            else:
+                payload = b"".join(self._parts)  # type: ignore[arg-type]
+            self._parts.clear()
+        if text:
+            assert isinstance(payload, str)
+            self._events.append(TextMessage(data=payload))
+        else:
+            self._events.append(BinaryMessage(data=bytes(payload)))  # type: ignore[arg-type]
+
+    def _on_close_frame(self, code: int, reason: str) -> None:
+        self._close_transport = True
+        if self._state is State.OPEN:
+            # RFC 6455 §5.5.1: echo the status code; no code received means none sent.
+            self._queue_close_frame(None if code == 1005 else code)
+            self._finish(Closed(code=code, reason=reason, clean=True, initiator=Side.REMOTE))
+        elif self._state is State.CLOSING:
+            self._finish(Closed(code=code, reason=reason, clean=True, initiator=Side.LOCAL))

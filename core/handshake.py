@@ -1,0 +1,181 @@
+"""The opening handshake rules of RFC 6455 §4, as pure functions.
+
+h11 parses the HTTP head; these functions decide whether it is a valid
+WebSocket upgrade and build the answers. They are separate from the state
+machine so each rule can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+import h11
+from wsproto.utilities import generate_accept_token
+
+from .events import HandshakeRequest, Headers
+
+__all__ = [
+    "HandshakeFailure",
+    "accept_token",
+    "client_request",
+    "decode_headers",
+    "http_response",
+    "is_upgrade_request",
+    "parse_upgrade_request",
+    "split_tokens",
+]
+
+WEBSOCKET_VERSION = "13"
+
+_REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailure:
+    """Why an upgrade request is refused, as the HTTP answer to give."""
+
+    status: int
+    reason: str
+    headers: Headers = ()
+
+
+def decode_headers(raw: list[tuple[bytes, bytes]] | h11._headers.Headers) -> Headers:
+    """h11 headers (lower-cased names) as latin-1 strings."""
+    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+
+def split_tokens(headers: Headers, name: str) -> list[str]:
+    """All comma-separated values of header ``name``, stripped, empty ones dropped."""
+    out: list[str] = []
+    for hname, value in headers:
+        if hname == name:
+            out.extend(item.strip() for item in value.split(",") if item.strip())
+    return out
+
+
+def _values(headers: Headers, name: str) -> list[str]:
+    return [value for hname, value in headers if hname == name]
+
+
+def is_upgrade_request(headers: Headers) -> bool:
+    """Does the request ask for a WebSocket upgrade at all?"""
+    return any(token.lower() == "websocket" for token in split_tokens(headers, "upgrade"))
+
+
+def accept_token(key: str) -> str:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    return generate_accept_token(key.encode("ascii")).decode("ascii")
+
+
+def parse_upgrade_request(
+    request: h11.Request,
+) -> tuple[HandshakeRequest, str] | HandshakeFailure:
+    """Validate an upgrade request (RFC 6455 §4.2.1); return it and its key."""
+    headers = decode_headers(request.headers)
+    method = request.method.decode("ascii", "replace")
+    if method != "GET":
+        return HandshakeFailure(405, "WebSocket upgrade requires GET", (("Allow", "GET"),))
+    if request.http_version != b"1.1":
+        return HandshakeFailure(400, "WebSocket upgrade requires HTTP/1.1")
+    hosts = _values(headers, "host")
+    if len(hosts) != 1 or not hosts[0].strip():
+        return HandshakeFailure(400, "missing or repeated Host header")
+    if not any(t.lower() == "upgrade" for t in split_tokens(headers, "connection")):
+        return HandshakeFailure(400, "Connection header must contain 'Upgrade'")
+    versions = _values(headers, "sec-websocket-version")
+    version_header = (("Sec-WebSocket-Version", WEBSOCKET_VERSION),)
+    if not versions:
+        return HandshakeFailure(400, "missing Sec-WebSocket-Version", version_header)
+    if len(versions) != 1 or versions[0].strip() != WEBSOCKET_VERSION:
+        return HandshakeFailure(426, "unsupported Sec-WebSocket-Version", version_header)
+    keys = _values(headers, "sec-websocket-key")
+    if len(keys) != 1:
+        return HandshakeFailure(400, "missing or repeated Sec-WebSocket-Key")
+    key = keys[0].strip()
+    try:
+        raw_key = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw_key = b""
+    if len(raw_key) != 16:
+        return HandshakeFailure(400, "malformed Sec-WebSocket-Key")
+    target = request.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    origins = _values(headers, "origin")
+    handshake = HandshakeRequest(
+        method=method,
+        path=path,
+        query=query,
+        host=hosts[0].strip(),
+        headers=headers,
+        origin=origins[0] if origins else None,
+        subprotocols=tuple(split_tokens(headers, "sec-websocket-protocol")),
+        extensions=tuple(_values(headers, "sec-websocket-extensions")),
+    )
+    return handshake, key
+
+
+def _check_header_text(text: str) -> None:
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise ValueError(f"header text must not contain CR, LF or NUL: {text!r}")
+
+
+def http_response(status: int, headers: Headers = (), body: bytes = b"") -> bytes:
+    """Serialize a complete HTTP/1.1 response; non-101 responses close the connection."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    for name, value in headers:
+        _check_header_text(name)
+        _check_header_text(value)
+        lines.append(f"{name}: {value}")
+    if status != 101:
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            lines.append("Content-Type: text/plain; charset=utf-8")
+        lines.append(f"Content-Length: {len(body)}")
+        lines.append("Connection: close")
+    head = "\r\n".join(lines) + "\r\n\r\n"
+    return head.encode("latin-1") + body
+
+
+def client_request(
+    *,
+    host: str,
+    target: str,
+    key: str,
+    subprotocols: tuple[str, ...],
+    extension_offer: str | None,
+    headers: Headers,
+) -> h11.Request:
+    """The client's upgrade request (RFC 6455 §4.1)."""
+    fields: list[tuple[str, str]] = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", WEBSOCKET_VERSION),
+    ]
+    if subprotocols:
+        fields.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if extension_offer:
+        fields.append(("Sec-WebSocket-Extensions", extension_offer))
+    for name, value in headers:
+        _check_header_text(name)
+        _check_header_text(value)
+        fields.append((name, value))
+    return h11.Request(method="GET", target=target, headers=fields)

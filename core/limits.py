@@ -1,0 +1,67 @@
+"""Every bound the core enforces, in one frozen, keyword-only dataclass.
+
+Defaults follow what a local or web backend needs: large enough for ordinary
+JSON traffic, small enough that one client cannot exhaust the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """Per-connection limits and timeouts (sizes in bytes, times in seconds).
+
+    ``max_message_size``
+        Largest message accepted, counted after reassembly of fragments and
+        after permessage-deflate decompression. A frame header announcing more
+        is refused at once with 1009, before its payload is read.
+        Default 1 MiB.
+    ``max_head_size``
+        Largest HTTP request (or response) head. Default 16 KiB, which is more
+        than browsers send and matches common proxy limits; larger gets 431.
+    ``max_outbox_size``
+        Bytes that may wait in a connection's outbox. A message that would
+        push a non-empty outbox past it closes the connection with 1013
+        ("slow consumer") instead of growing memory. A single message into an
+        empty outbox is always accepted, so memory stays below
+        ``max(max_outbox_size, largest message)``. Default 1 MiB.
+    ``handshake_timeout``
+        Time from connection start to the end of the opening handshake
+        (request read and accepted). Default 10 s.
+    ``ping_interval`` / ``ping_timeout``
+        Keepalive: a ping every ``ping_interval`` seconds while open; no pong
+        within ``ping_timeout`` closes with 1011. ``ping_interval=None``
+        disables keepalive. Defaults 20 s / 20 s.
+    ``close_timeout``
+        Time to wait for the peer's close frame after sending ours, before
+        dropping the transport. Default 10 s.
+    ``idle_timeout``
+        Close with 1001 when nothing has been received for this long.
+        Default ``None`` (keepalive already detects dead peers).
+    """
+
+    max_message_size: int = 1 << 20
+    max_head_size: int = 16 * 1024
+    max_outbox_size: int = 1 << 20
+    handshake_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 10.0
+    idle_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_head_size", "max_outbox_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("handshake_timeout", "ping_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("ping_interval", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, got {value!r}")

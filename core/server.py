@@ -1,0 +1,171 @@
+"""Server side: read the request head with h11, then accept, reject or respond.
+
+A WebSocket upgrade is reported as ``HandshakeRequest``; anything else that
+parses as HTTP is reported as ``HttpRequest`` (health checks, metrics, a demo
+page). Malformed requests are answered with 400 (or 431 for an oversized
+head) by the machine itself and are never reported as requests.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum, auto
+
+import h11
+
+from .connection import Clock, Connection, RandomSource, State
+from .deflate import negotiate_server
+from .errors import LocalProtocolError
+from .events import Closed, HandshakeRequest, Headers, HttpRequest, Side
+from .handshake import (
+    HandshakeFailure,
+    accept_token,
+    decode_headers,
+    http_response,
+    is_upgrade_request,
+    parse_upgrade_request,
+)
+from .limits import Limits
+
+__all__ = ["ServerConnection"]
+
+
+class _Pending(Enum):
+    NOTHING = auto()
+    UPGRADE = auto()
+    HTTP = auto()
+
+
+class ServerConnection(Connection):
+    """One server-side connection, from the first request byte to the last frame.
+
+    ``compression`` enables permessage-deflate when the client offers it.
+    ``principal`` is whatever the application passed to ``accept`` (the hub
+    uses it to route messages per user).
+    """
+
+    is_client = False
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        compression: bool = False,
+        clock: Clock,
+        random: RandomSource = os.urandom,
+    ) -> None:
+        super().__init__(limits=limits or Limits(), clock=clock, random=random)
+        self.compression = compression
+        self.principal: object = None
+        self.request: HandshakeRequest | None = None
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_size)
+        self._pending = _Pending.NOTHING
+        self._key = ""
+        self._early = bytearray()
+
+    # -- handshake input -------------------------------------------------
+
+    def _receive_handshake(self, data: bytes) -> None:
+        if self._state is State.DECIDING:
+            # Frames sent before our 101 (pipelined): keep them, within reason.
+            if self._pending is _Pending.UPGRADE:
+                self._early += data
+                if len(self._early) > self.limits.max_message_size + self.limits.max_head_size:
+                    self._answer(413, b"too much data before the handshake completed", ())
+            return
+        self._h11.receive_data(data)
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint if exc.error_status_hint in (400, 431) else 400
+            self._answer(status, f"malformed HTTP request: {exc}".encode(), (), clean=False)
+            return
+        if event is h11.NEED_DATA:
+            return
+        if isinstance(event, h11.Request):
+            self._on_request(event)
+        else:  # pragma: no cover - h11 yields only Request first for a server
+            self._answer(400, b"unexpected HTTP event", (), clean=False)
+
+    def _on_request(self, request: h11.Request) -> None:
+        headers = decode_headers(request.headers)
+        self._transition(State.DECIDING)
+        if not is_upgrade_request(headers):
+            target = request.target.decode("latin-1")
+            path, _, query = target.partition("?")
+            self._pending = _Pending.HTTP
+            method = request.method.decode("ascii", "replace")
+            self._events.append(HttpRequest(method=method, path=path, query=query, headers=headers))
+            return
+        parsed = parse_upgrade_request(request)
+        if isinstance(parsed, HandshakeFailure):
+            self._answer(parsed.status, parsed.reason.encode(), parsed.headers, clean=False)
+            return
+        self.request, self._key = parsed
+        self._pending = _Pending.UPGRADE
+        self._early += self._h11.trailing_data[0]
+        self._events.append(self.request)
+
+    def _handshake_timed_out(self) -> None:
+        if self._state is State.DECIDING:
+            self._answer(503, b"handshake decision timed out", (), clean=False)
+        else:
+            self._answer(408, b"handshake timed out", (), clean=False)
+
+    # -- application decisions -------------------------------------------
+
+    def accept(
+        self,
+        principal: object = None,
+        *,
+        subprotocol: str | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """Complete the upgrade (101). ``subprotocol`` must be one the client offered."""
+        if self._state is not State.DECIDING or self._pending is not _Pending.UPGRADE:
+            raise LocalProtocolError(f"no upgrade request to accept ({self._state.name})")
+        assert self.request is not None
+        if subprotocol is not None and subprotocol not in self.request.subprotocols:
+            raise LocalProtocolError(f"subprotocol {subprotocol!r} was not offered")
+        fields: list[tuple[str, str]] = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_token(self._key)),
+        ]
+        if subprotocol is not None:
+            fields.append(("Sec-WebSocket-Protocol", subprotocol))
+        extensions: tuple[str, ...] = ()
+        if self.compression and self.request.extensions:
+            agreed = negotiate_server(list(self.request.extensions))
+            if agreed is not None:
+                self._deflate, value = agreed
+                fields.append(("Sec-WebSocket-Extensions", value))
+                extensions = (value,)
+        response = http_response(101, (*fields, *headers))
+        self.principal = principal
+        self.subprotocol = subprotocol
+        self._pending = _Pending.NOTHING
+        self._queue_raw(response)
+        early = bytes(self._early)
+        self._early.clear()
+        self._open(early, extensions)
+
+    def reject(self, status: int, reason: str = "", *, headers: Headers = ()) -> None:
+        """Refuse the upgrade (or any request) with an HTTP status and a text reason."""
+        self.respond(status, headers=headers, body=reason.encode("utf-8"))
+
+    def respond(self, status: int, *, headers: Headers = (), body: bytes = b"") -> None:
+        """Answer the pending request with a complete HTTP response, then close."""
+        if self._state is not State.DECIDING:
+            raise LocalProtocolError(f"no request to answer ({self._state.name})")
+        if not 200 <= status <= 599:
+            raise ValueError(f"status must be 200-599, got {status}")
+        http_response(status, headers)  # validates the headers before any state change
+        self._answer(status, body, headers, clean=True)
+
+    def _answer(self, status: int, body: bytes, headers: Headers, *, clean: bool = True) -> None:
+        self._queue_raw(http_response(status, headers, body))
+        self._close_transport = True
+        self._pending = _Pending.NOTHING
+        reason = f"HTTP {status}: {body[:80].decode('utf-8', 'replace')}" if body else f"HTTP {status}"
+        self._finish(Closed(code=1006, reason=reason, clean=clean, initiator=Side.LOCAL))
