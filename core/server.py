@@ -62,6 +62,7 @@ class ServerConnection(Connection):
         self._pending = _Pending.NOTHING
         self._key = ""
         self._early = bytearray()
+        self._head_bytes = 0
 
     # -- handshake input -------------------------------------------------
 
@@ -70,9 +71,9 @@ class ServerConnection(Connection):
             # Frames sent before our 101 (pipelined): keep them, within reason.
             if self._pending is _Pending.UPGRADE:
                 self._early += data
-                if len(self._early) > self.limits.max_message_size + self.limits.max_head_size:
-                    self._answer(413, b"too much data before the handshake completed", ())
+                self._check_early()
             return
+        self._head_bytes += len(data)
         self._h11.receive_data(data)
         try:
             event = self._h11.next_event()
@@ -82,14 +83,28 @@ class ServerConnection(Connection):
             return
         if event is h11.NEED_DATA:
             return
+        # h11 bounds only an *incomplete* head; a complete one that arrived in
+        # one piece must meet the same limit, or the outcome would depend on
+        # how the bytes were split.
+        if self._head_bytes - len(self._h11.trailing_data[0]) > self.limits.max_head_size:
+            self._answer(431, b"request head too large", (), clean=False)
+            return
         if isinstance(event, h11.Request):
             self._on_request(event)
         else:  # pragma: no cover - h11 yields only Request first for a server
             self._answer(400, b"unexpected HTTP event", (), clean=False)
 
+    def _check_early(self) -> None:
+        if len(self._early) > self.limits.max_message_size + self.limits.max_head_size:
+            self._answer(413, b"too much data before the handshake completed", ())
+
     def _on_request(self, request: h11.Request) -> None:
         headers = decode_headers(request.headers)
         self._transition(State.DECIDING)
+        if not request.http_version.startswith(b"1."):
+            # RFC 9110 §15.6.6: a major version we do not speak.
+            self._answer(505, b"HTTP version not supported", (), clean=False)
+            return
         if not is_upgrade_request(headers):
             target = request.target.decode("latin-1")
             path, _, query = target.partition("?")
@@ -105,6 +120,7 @@ class ServerConnection(Connection):
         self._pending = _Pending.UPGRADE
         self._early += self._h11.trailing_data[0]
         self._events.append(self.request)
+        self._check_early()
 
     def _handshake_timed_out(self) -> None:
         if self._state is State.DECIDING:
@@ -135,13 +151,16 @@ class ServerConnection(Connection):
         if subprotocol is not None:
             fields.append(("Sec-WebSocket-Protocol", subprotocol))
         extensions: tuple[str, ...] = ()
+        agreed = None
         if self.compression and self.request.extensions:
             agreed = negotiate_server(list(self.request.extensions))
             if agreed is not None:
-                self._deflate, value = agreed
-                fields.append(("Sec-WebSocket-Extensions", value))
-                extensions = (value,)
+                fields.append(("Sec-WebSocket-Extensions", agreed[1]))
+                extensions = (agreed[1],)
+        # Serialize (which validates the caller's headers) before any state change.
         response = http_response(101, (*fields, *headers))
+        if agreed is not None:
+            self._deflate = agreed[0]
         self.principal = principal
         self.subprotocol = subprotocol
         self._pending = _Pending.NOTHING
