@@ -55,8 +55,10 @@ class ClientConnection(Connection):
         self._queue_raw(self._h11.send(request) or b"")
         self._rejection: h11.Response | None = None
         self._rejection_body = bytearray()
+        self._head_bytes = 0
 
     def _receive_handshake(self, data: bytes) -> None:
+        self._head_bytes += len(data)
         self._h11.receive_data(data)
         while self._state is State.CONNECTING:
             try:
@@ -65,6 +67,13 @@ class ClientConnection(Connection):
                 self._abort(f"invalid handshake response: {exc}")
                 return
             if event is h11.NEED_DATA:
+                return
+            if isinstance(event, h11.InformationalResponse | h11.Response) and (
+                self._head_bytes - len(self._h11.trailing_data[0]) > self.limits.max_head_size
+            ):
+                # h11 bounds only incomplete heads; apply the limit to complete
+                # ones too, so the outcome does not depend on how bytes were split.
+                self._abort("handshake response head too large")
                 return
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                 self._on_switch(event)

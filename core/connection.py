@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import Enum, auto
 from typing import ClassVar
 
-from wsproto.frame_protocol import FrameProtocol, ParseFailed
+from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, ParseFailed
 from wsproto.frame_protocol import Opcode as WsOpcode
 
 from .deflate import DeflateParams, InboundGuard, compress_message
@@ -72,6 +72,38 @@ def validate_close(code: int, reason: str) -> bytes:
     return encoded
 
 
+def _receivable_code(code: int) -> bool:
+    """RFC 6455 §7.4: what a peer may put in a close frame (1004-1006, 1015 are local)."""
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
+class _FrameProtocol(FrameProtocol):
+    """wsproto's parser with our close-code rules.
+
+    wsproto refuses 1012-1014 (registered with IANA after RFC 6455) as
+    "unknown reserved" codes, though we send them ourselves (1013 for slow
+    consumers); close payloads are checked here instead.
+    """
+
+    def _process_close(self, frame: Frame) -> Frame:
+        data = frame.payload
+        assert isinstance(data, bytes | bytearray)
+        if not data:
+            return frame._replace(payload=(CloseReason.NO_STATUS_RCVD, ""))
+        if len(data) == 1:
+            raise ParseFailed("close frame with a 1-byte payload")
+        code = int.from_bytes(data[:2], "big")
+        if not _receivable_code(code):
+            raise ParseFailed(f"invalid close code {code}")
+        try:
+            reason = bytes(data[2:]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseFailed(
+                "invalid UTF-8 in close reason", CloseReason.INVALID_FRAME_PAYLOAD_DATA
+            ) from None
+        return frame._replace(payload=(code, reason))
+
+
 def _truncate_reason(reason: str) -> bytes:
     encoded = reason.encode("utf-8")[:_MAX_REASON_BYTES]
     return encoded.decode("utf-8", "ignore").encode("utf-8")
@@ -92,7 +124,7 @@ class Connection:
         self._out_size = 0
         self._close_transport = False
         self._eof = False
-        self._proto: FrameProtocol | None = None
+        self._proto: _FrameProtocol | None = None
         self._parts: list[str | bytes] = []
         self._deflate: DeflateParams | None = None
         now = clock()
@@ -310,7 +342,7 @@ class Connection:
 
     def _open(self, trailing: bytes, extensions: tuple[str, ...]) -> None:
         guard = InboundGuard(self.limits.max_message_size, self._deflate, client=self.is_client)
-        self._proto = FrameProtocol(self.is_client, [guard])
+        self._proto = _FrameProtocol(self.is_client, [guard])
         self._transition(State.OPEN)
         self._handshake_deadline = None
         if self.limits.ping_interval is not None:
@@ -344,7 +376,9 @@ class Connection:
         except ParseFailed as exc:
             code = int(exc.code)
             message = str(exc.args[0]) if exc.args else ""
-            if not message or message == "error in extension":
+            if not message or message == "error in extension" or "codec" in message:
+                # Decoder messages carry byte positions, which depend on how
+                # the input was split: report the same reason for any split.
                 message = _GENERIC_REASONS.get(code, "protocol error")
             self._fail(code, message)
 
