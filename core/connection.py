@@ -121,7 +121,9 @@ class Connection:
         self._state = State.CONNECTING
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
-        self._out_size = 0
+        self._out_size = 0  # every byte waiting in _out
+        self._msg_size = 0  # the part of it made of messages (subject to the cap)
+        self._raw_idx: list[int] = []  # positions in _out of handshake bytes / close frames
         self._close_transport = False
         self._eof = False
         self._proto: _FrameProtocol | None = None
@@ -168,7 +170,8 @@ class Connection:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._out_size = 0
+        self._raw_idx.clear()
+        self._out_size = self._msg_size = 0
         return data
 
     def should_close_transport(self) -> bool:
@@ -302,19 +305,29 @@ class Connection:
         return encode_frame(opcode, payload, rsv1=rsv1, mask=mask)
 
     def _queue_message(self, data: bytes) -> bool:
-        """Append to the outbox unless that overflows it (then fail with 1013)."""
-        if self._out_size and self._out_size + len(data) > self.limits.max_outbox_size:
-            self._out.clear()
-            self._out_size = 0
+        """Append to the outbox unless that overflows it (then fail with 1013).
+
+        Only messages count against the cap, and only messages are dropped on
+        overflow: the handshake response queued just before must still reach
+        the peer, or the close frame that follows would be unreadable.
+        """
+        if self._msg_size and self._msg_size + len(data) > self.limits.max_outbox_size:
+            kept = [self._out[i] for i in self._raw_idx]
+            self._out = kept
+            self._raw_idx = list(range(len(kept)))
+            self._out_size = sum(len(d) for d in kept)
+            self._msg_size = 0
             self._fail(1013, "slow consumer")
             return False
         self._out.append(data)
         self._out_size += len(data)
+        self._msg_size += len(data)
         self.bytes_queued += len(data)
         return True
 
     def _queue_raw(self, data: bytes) -> None:
         """Handshake bytes and close frames: never refused by the outbox cap."""
+        self._raw_idx.append(len(self._out))
         self._out.append(data)
         self._out_size += len(data)
         self.bytes_queued += len(data)

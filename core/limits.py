@@ -28,7 +28,8 @@ class Limits:
         push a non-empty outbox past it closes the connection with 1013
         ("slow consumer") instead of growing memory. A single message into an
         empty outbox is always accepted, so memory stays below
-        ``max(max_outbox_size, largest message)``. Default 1 MiB.
+        ``max(max_outbox_size, largest message)``. Handshake bytes and close
+        frames are not counted and never dropped. Default 1 MiB.
     ``handshake_timeout``
         Time from connection start to the end of the opening handshake
         (request read and accepted). Default 10 s.

@@ -181,10 +181,11 @@ class ConnectionPair:
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
         self.transport_closed = False
+        self.pump()
+        request = self.server_events.pop(0)
+        assert isinstance(request, HandshakeRequest), request
+        self.request = request
         if accept:
-            self.pump()
-            request = self.server_events.pop(0)
-            assert isinstance(request, HandshakeRequest), request
             self.server.accept("tester", subprotocol=subprotocol)
             self.pump()
 
