@@ -1,0 +1,766 @@
+"""The hub: routing between many connections, as a sans-IO state machine.
+
+Every method is synchronous and non-blocking: it changes the hub's state,
+queues bytes on connections (``send_prepared``) and returns what the driver
+must act on (a count, a reply, ``HubEvent``s). A message for many recipients
+is encoded once and framed once (``PreparedMessage``); the same bytes go to
+every uncompressed connection.
+
+The driver's duties, in order of a connection's life:
+
+1. At the handshake, after authentication: ``admit(principal.id, host)``;
+   refuse with its status/headers unless ``ok``. Then ``accept`` the
+   connection and ``add`` it, with no ``await`` in between.
+2. For each ``TextMessage``/``BinaryMessage`` event: ``receive_text`` /
+   ``receive_binary``; run the returned ``CommandRequest``s and answer each
+   with ``reply``/``reply_error``.
+3. Sleep until ``next_deadline()``; then ``handle_timer(now)`` (command
+   timeouts; cancel the handlers of the returned ``CommandExpired``).
+4. On the connection's ``Closed`` event, whatever its cause (including the
+   1013/1008/1003 closes the hub itself starts): ``remove(conn_id)``.
+
+``on_output(conn_id)`` is called whenever the hub queued bytes for, or
+closed, a connection: wake that connection's writer. It must not call back
+into the hub.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from .auth import Principal
+from .connection import State
+from .envelope import (
+    MAX_TOPIC_LENGTH,
+    RESERVED_TYPES,
+    Codec,
+    EnvelopeError,
+    ErrorCode,
+    JsonCodec,
+    Request,
+    RequestId,
+    encode_envelope,
+    parse_request,
+)
+from .errors import LocalProtocolError
+from .frames import PreparedMessage
+from .hub_config import HubConfig
+from .hub_events import (
+    BinaryReceived,
+    CommandExpired,
+    CommandRequest,
+    HubEvent,
+    PresenceChanged,
+    Published,
+)
+from .hub_stats import Counters, HubStats
+from .registry import Admission, ConnectionInfo, HubConnection, Registry, Remote, _Entry
+from .topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy, Topic, TopicPolicy
+
+__all__ = ["Hub"]
+
+_CLOSE_TOO_MANY_ERRORS = (1008, "too many invalid messages")
+_CLOSE_BINARY = (1003, "binary messages are not accepted")
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    scope: str | None
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    name: str
+    deadline: float
+    token: int
+
+
+def _check_topic_name(topic: str) -> None:
+    if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC_LENGTH:
+        raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH} chars")
+
+
+def _check_message_type(message_type: str) -> None:
+    if not isinstance(message_type, str) or not message_type:
+        raise ValueError("message_type must be a non-empty string")
+
+
+class Hub:
+    """Connections, topics, commands and counters of one server process.
+
+    ``clock`` is monotonic (error windows, command deadlines); ``wall_clock``
+    gives seconds since the epoch (envelope timestamps, ``connected_at``).
+    ``codec`` replaces stdlib ``json``; ``default_topic`` is the policy of
+    topics not configured with ``configure_topic``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        config: HubConfig | None = None,
+        on_output: Callable[[str], None] | None = None,
+        codec: Codec | None = None,
+        default_topic: TopicPolicy | None = None,
+    ) -> None:
+        self.config = config or HubConfig()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._on_output = on_output
+        self._codec: Codec = codec or JsonCodec()
+        self._default_topic = default_topic or TopicPolicy()
+        self._registry = Registry()
+        self._topics: dict[str, Topic] = {}
+        self._commands: dict[str, _Command] = {}
+        self._pending: dict[str, dict[RequestId, _Pending]] = {}
+        self._pending_total = 0
+        self._deadlines: list[tuple[float, int, str, RequestId]] = []
+        self._token = 0
+        self._errors: dict[str, deque[float]] = {}
+        self._counters = Counters()
+
+    # -- connections -------------------------------------------------------
+
+    def admit(self, principal_id: str, remote_host: str | None) -> Admission:
+        """May one more connection of this principal from this host open?
+
+        Call at the handshake, before ``accept``; on refusal answer with
+        ``reject(admission.status, admission.reason, headers=admission.headers)``.
+        """
+        cfg = self.config
+        return self._registry.admit(
+            principal_id,
+            remote_host,
+            max_total=cfg.max_connections,
+            max_per_principal=cfg.max_per_principal,
+            max_per_host=cfg.max_per_host,
+            retry_after=cfg.retry_after,
+        )
+
+    def add(
+        self,
+        conn_id: str,
+        connection: HubConnection,
+        *,
+        principal: Principal,
+        remote: Remote | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ConnectionInfo:
+        """Register an open connection and send it the ``welcome`` envelope."""
+        if conn_id in self._registry.entries:
+            raise LocalProtocolError(f"connection {conn_id!r} is already in the hub")
+        if connection.state is not State.OPEN:
+            raise LocalProtocolError(f"connection {conn_id!r} is not open")
+        info = ConnectionInfo(
+            conn_id=conn_id,
+            principal=principal,
+            remote=remote,
+            connected_at=self._wall_clock(),
+            metadata=dict(metadata or {}),
+        )
+        self._registry.add(info, connection)
+        if self.config.send_welcome:
+            welcome = self._prepare("welcome", {"conn_id": conn_id, "principal": principal.id})
+            self._send(self._registry.entries[conn_id], welcome)
+        return info
+
+    def remove(self, conn_id: str) -> list[HubEvent]:
+        """Forget a connection (call on its ``Closed`` event). Idempotent.
+
+        Leaves its topics (presence ``leave`` to the others), discards its
+        pending commands and error history.
+        """
+        entry = self._registry.pop(conn_id)
+        if entry is None:
+            return []
+        pending = self._pending.pop(conn_id, None)
+        if pending:
+            self._pending_total -= len(pending)
+            self._compact_deadlines()
+        self._errors.pop(conn_id, None)
+        events: list[HubEvent] = []
+        for name in list(entry.info.subscriptions):
+            self._leave(entry, name, events)
+        return events
+
+    def connection(self, conn_id: str) -> ConnectionInfo | None:
+        entry = self._registry.entries.get(conn_id)
+        return None if entry is None else entry.info
+
+    def connections(self) -> list[ConnectionInfo]:
+        return [entry.info for entry in self._registry.entries.values()]
+
+    def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
+        """Start closing one connection; False if unknown or not open."""
+        entry = self._registry.entries.get(conn_id)
+        if entry is None or entry.connection.state is not State.OPEN:
+            return False
+        entry.connection.close(code, reason)
+        self._notify(conn_id)
+        return True
+
+    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> int:
+        """Start closing every open connection (shutdown); how many were open."""
+        count = 0
+        for conn_id, entry in self._registry.entries.items():
+            if entry.connection.state is State.OPEN:
+                entry.connection.close(code, reason)
+                self._notify(conn_id)
+                count += 1
+        return count
+
+    # -- input -------------------------------------------------------------
+
+    def receive_text(self, conn_id: str, text: str) -> list[HubEvent]:
+        """Handle one client text message. Never raises on client input."""
+        entry = self._registry.entries.get(conn_id)
+        if entry is None or entry.connection.state is not State.OPEN:
+            return []
+        counters = self._counters
+        counters.messages_in += 1
+        counters.bytes_in += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+        cfg = self.config
+        request = parse_request(
+            text, max_size=cfg.max_envelope_size, max_depth=cfg.max_depth, codec=self._codec
+        )
+        if isinstance(request, EnvelopeError):
+            self._client_error(entry, request.request_id, request.code, request.message)
+            return []
+        kind = request.message_type
+        if kind == "subscribe":
+            return self._on_subscribe(entry, request)
+        if kind == "unsubscribe":
+            return self._on_unsubscribe(entry, request)
+        if kind == "publish":
+            return self._on_publish(entry, request)
+        if request.id is None:
+            self._client_error(
+                entry, None, ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind!r}"
+            )
+            return []
+        return self._on_command(entry, request, request.id)
+
+    def receive_binary(self, conn_id: str, data: bytes) -> list[HubEvent]:
+        """Report a binary message, or close with 1003 if binary is not accepted."""
+        entry = self._registry.entries.get(conn_id)
+        if entry is None or entry.connection.state is not State.OPEN:
+            return []
+        self._counters.messages_in += 1
+        self._counters.bytes_in += len(data)
+        if self.config.accept_binary:
+            return [BinaryReceived(conn_id=conn_id, data=bytes(data))]
+        entry.connection.close(*_CLOSE_BINARY)
+        self._notify(conn_id)
+        return []
+
+    # -- output ------------------------------------------------------------
+
+    def broadcast(
+        self, message_type: str, payload: object, *, exclude: str | Collection[str] | None = None
+    ) -> int:
+        """Send one envelope to every open connection (but ``exclude``)."""
+        _check_message_type(message_type)
+        message = self._prepare(message_type, payload)
+        skip: Collection[str] = (
+            () if exclude is None else ({exclude} if isinstance(exclude, str) else exclude)
+        )
+        count = 0
+        for conn_id, entry in self._registry.entries.items():
+            if conn_id not in skip and self._send(entry, message):
+                count += 1
+        return count
+
+    def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
+        """Send to one connection; 1 if queued, else 0."""
+        _check_message_type(message_type)
+        message = self._prepare(message_type, payload)
+        entry = self._registry.entries.get(conn_id)
+        return int(entry is not None and self._send(entry, message))
+
+    def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
+        """Send to every connection of one principal (all of a user's tabs)."""
+        _check_message_type(message_type)
+        message = self._prepare(message_type, payload)
+        count = 0
+        for conn_id in self._registry.of_principal(principal_id):
+            if self._send(self._registry.entries[conn_id], message):
+                count += 1
+        return count
+
+    def publish(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        message_type: str = "message",
+        droppable: bool = False,
+    ) -> int:
+        """Publish to a topic's subscribers with the next ``seq``.
+
+        ``droppable`` matters on topics with the "drop" slow-consumer policy.
+        A topic that is neither configured nor subscribed does not exist:
+        nothing is delivered and no ``seq`` is used.
+        """
+        _check_topic_name(topic)
+        _check_message_type(message_type)
+        state = self._topics.get(topic)
+        if state is None:
+            return 0
+        return self._publish(state, payload, message_type, droppable)[1]
+
+    # -- topics ------------------------------------------------------------
+
+    def configure_topic(
+        self,
+        name: str,
+        *,
+        publish: PublishPolicy = "none",
+        subscribe: SubscribePolicy = "all",
+        presence: bool = False,
+        slow_consumer: SlowConsumerPolicy = "disconnect",
+    ) -> None:
+        """Set a topic's policy (see ``TopicPolicy``); the topic then persists."""
+        _check_topic_name(name)
+        policy = TopicPolicy(
+            publish=publish, subscribe=subscribe, presence=presence, slow_consumer=slow_consumer
+        )
+        state = self._topics.get(name)
+        if state is None:
+            self._topics[name] = Topic(name=name, policy=policy, configured=True)
+        else:
+            state.policy = policy
+            state.configured = True
+            if slow_consumer == "disconnect":
+                state.dropped.clear()
+
+    def subscribe(self, conn_id: str, topic: str) -> list[HubEvent]:
+        """Subscribe a connection server-side (no policy check, no reply)."""
+        _check_topic_name(topic)
+        entry = self._registry.entries.get(conn_id)
+        if entry is None:
+            raise LocalProtocolError(f"no connection {conn_id!r} in the hub")
+        events: list[HubEvent] = []
+        if topic not in entry.info.subscriptions:
+            state = self._join(entry, topic)
+            self._presence(state, entry, True, events)
+        return events
+
+    def unsubscribe(self, conn_id: str, topic: str) -> list[HubEvent]:
+        """Unsubscribe a connection server-side; nothing if it was not subscribed."""
+        entry = self._registry.entries.get(conn_id)
+        events: list[HubEvent] = []
+        if entry is not None and topic in entry.info.subscriptions:
+            self._leave(entry, topic, events)
+        return events
+
+    def subscribers(self, topic: str) -> list[str]:
+        state = self._topics.get(topic)
+        return [] if state is None else list(state.subscribers)
+
+    def topic_seq(self, topic: str) -> int:
+        """The last ``seq`` published on ``topic`` (0 if none or forgotten)."""
+        state = self._topics.get(topic)
+        return 0 if state is None else state.seq
+
+    # -- commands ----------------------------------------------------------
+
+    def register_command(
+        self, name: str, *, scope: str | None = None, timeout: float | None = None
+    ) -> None:
+        """Declare a command clients may call; ``scope`` is required of their
+        principal. The handler itself lives in the driver."""
+        _check_message_type(name)
+        if name in RESERVED_TYPES:
+            raise ValueError(f"{name!r} is a reserved message type")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._commands[name] = _Command(
+            scope=scope, timeout=self.config.default_command_timeout if timeout is None else timeout
+        )
+
+    def reply(self, conn_id: str, request_id: RequestId, payload: object) -> bool:
+        """Answer a pending command with success. False (and nothing sent) if
+        it is no longer pending: answered, timed out, or its connection gone."""
+        if not self._is_pending(conn_id, request_id):
+            return False
+        message = self._prepare("reply", payload, id=request_id, ok=True)
+        self._take_pending(conn_id, request_id)
+        return self._send(self._registry.entries[conn_id], message)
+
+    def reply_error(self, conn_id: str, request_id: RequestId, code: str, message: str) -> bool:
+        """Answer a pending command with an error ``code`` (``command_failed``,
+        ``shutting_down`` or the application's own); same rules as ``reply``."""
+        if not isinstance(code, str) or not code:
+            raise ValueError("code must be a non-empty string")
+        if not self._is_pending(conn_id, request_id):
+            return False
+        envelope = self._prepare("reply", None, id=request_id, ok=False, error=(code, message))
+        self._take_pending(conn_id, request_id)
+        self._counters.command_errors += 1
+        self._counters.error(code)
+        return self._send(self._registry.entries[conn_id], envelope)
+
+    def pending_commands(self, conn_id: str) -> list[RequestId]:
+        return list(self._pending.get(conn_id, ()))
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must next run (a command deadline), or None."""
+        heap = self._deadlines
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float | None = None) -> list[HubEvent]:
+        """Answer ``command_timeout`` for every command past its deadline."""
+        if now is None:
+            now = self._clock()
+        events: list[HubEvent] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            item = heapq.heappop(heap)
+            if not self._live(item):
+                continue
+            _, _, conn_id, request_id = item
+            pending = self._take_pending(conn_id, request_id)
+            self._counters.command_errors += 1
+            self._counters.error(ErrorCode.COMMAND_TIMEOUT.value)
+            self._send(
+                self._registry.entries[conn_id],
+                self._prepare(
+                    "reply",
+                    None,
+                    id=request_id,
+                    ok=False,
+                    error=(ErrorCode.COMMAND_TIMEOUT.value, "command timed out"),
+                ),
+            )
+            events.append(CommandExpired(conn_id=conn_id, request_id=request_id, name=pending.name))
+        return events
+
+    # -- observation ---------------------------------------------------------
+
+    def stats(self) -> HubStats:
+        return HubStats.snapshot(
+            self._counters,
+            connections=len(self._registry),
+            subscriptions={
+                t.name: len(t.subscribers) for t in self._topics.values() if t.subscribers
+            },
+            pending_commands=self._pending_total,
+        )
+
+    def footprint(self) -> dict[str, int]:
+        """Sizes of every internal structure that grows with connections.
+
+        All zero once every connection is removed (configured topics remain,
+        empty); tests assert exactly that.
+        """
+        registry = self._registry
+        return {
+            "connections": len(registry.entries),
+            "principals": len(registry._by_principal),
+            "hosts": len(registry._by_host),
+            "live_topics": sum(1 for t in self._topics.values() if not t.configured),
+            "subscriptions": sum(len(t.subscribers) for t in self._topics.values()),
+            "dropped_counters": sum(len(t.dropped) for t in self._topics.values()),
+            "pending_connections": len(self._pending),
+            "pending_commands": self._pending_total,
+            "deadlines": len(self._deadlines),
+            "error_windows": len(self._errors),
+        }
+
+    # -- client requests -----------------------------------------------------
+
+    def _on_subscribe(self, entry: _Entry, request: Request) -> list[HubEvent]:
+        name = request.topic
+        if name is None:
+            self._client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, "topic is required")
+            return []
+        info = entry.info
+        events: list[HubEvent] = []
+        state = self._topics.get(name)
+        joined = False
+        if name not in info.subscriptions:
+            policy = self._default_topic if state is None else state.policy
+            if not policy.may_subscribe(info, name):
+                self._client_error(entry, request.id, ErrorCode.FORBIDDEN, "subscription refused")
+                return []
+            if len(info.subscriptions) >= self.config.max_subscriptions:
+                self._client_error(
+                    entry, request.id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, "too many subscriptions"
+                )
+                return []
+            state = self._join(entry, name)
+            joined = True
+        assert state is not None
+        if request.id is not None:
+            result: dict[str, object] = {"topic": name, "seq": state.seq}
+            if state.policy.presence:
+                result["present"] = [self._member(cid) for cid in state.subscribers]
+            self._send(entry, self._prepare("reply", result, id=request.id, ok=True))
+        if joined:
+            self._presence(state, entry, True, events)
+        return events
+
+    def _on_unsubscribe(self, entry: _Entry, request: Request) -> list[HubEvent]:
+        name = request.topic
+        if name is None:
+            self._client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, "topic is required")
+            return []
+        events: list[HubEvent] = []
+        if request.id is not None:
+            self._send(entry, self._prepare("reply", {"topic": name}, id=request.id, ok=True))
+        if name in entry.info.subscriptions:
+            self._leave(entry, name, events)
+        return events
+
+    def _on_publish(self, entry: _Entry, request: Request) -> list[HubEvent]:
+        name = request.topic
+        if name is None:
+            self._client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, "topic is required")
+            return []
+        state = self._topics.get(name)
+        policy = self._default_topic if state is None else state.policy
+        if not policy.may_publish(entry.info, name):
+            self._client_error(entry, request.id, ErrorCode.FORBIDDEN, "publishing refused")
+            return []
+        seq, delivered = 0, 0
+        if state is not None:
+            droppable = state.policy.slow_consumer == "drop"
+            seq, delivered = self._publish(state, request.payload, "message", droppable)
+        if request.id is not None:
+            result = {"topic": name, "seq": seq, "delivered": delivered}
+            self._send(entry, self._prepare("reply", result, id=request.id, ok=True))
+        return [
+            Published(
+                conn_id=entry.info.conn_id,
+                topic=name,
+                seq=seq,
+                payload=request.payload,
+                delivered=delivered,
+            )
+        ]
+
+    def _on_command(self, entry: _Entry, request: Request, request_id: RequestId) -> list[HubEvent]:
+        name = request.message_type
+        command = self._commands.get(name)
+        info = entry.info
+        if command is None:
+            self._client_error(entry, request_id, ErrorCode.UNKNOWN_COMMAND, f"no command {name!r}")
+            return []
+        if command.scope is not None and command.scope not in info.principal.scopes:
+            self._client_error(entry, request_id, ErrorCode.FORBIDDEN, "missing scope")
+            return []
+        pending = self._pending.get(info.conn_id)
+        if pending is not None and request_id in pending:
+            self._client_error(
+                entry, request_id, ErrorCode.DUPLICATE_ID, "a request with this id is pending"
+            )
+            return []
+        if pending is not None and len(pending) >= self.config.max_pending_commands:
+            self._client_error(
+                entry, request_id, ErrorCode.TOO_MANY_PENDING, "too many pending commands"
+            )
+            return []
+        deadline = self._clock() + command.timeout
+        self._token += 1
+        if pending is None:
+            pending = self._pending[info.conn_id] = {}
+        pending[request_id] = _Pending(name=name, deadline=deadline, token=self._token)
+        self._pending_total += 1
+        heapq.heappush(self._deadlines, (deadline, self._token, info.conn_id, request_id))
+        self._counters.commands += 1
+        return [
+            CommandRequest(
+                conn_id=info.conn_id,
+                request_id=request_id,
+                name=name,
+                payload=request.payload,
+                principal=info.principal,
+                deadline=deadline,
+            )
+        ]
+
+    def _client_error(
+        self, entry: _Entry, request_id: RequestId | None, code: ErrorCode, message: str
+    ) -> None:
+        """Answer a client's mistake, count it, and close 1008 past the limit."""
+        self._counters.error(code.value)
+        if request_id is None:
+            envelope = self._prepare("error", None, error=(code.value, message))
+        else:
+            envelope = self._prepare(
+                "reply", None, id=request_id, ok=False, error=(code.value, message)
+            )
+        self._send(entry, envelope)
+        conn_id = entry.info.conn_id
+        now = self._clock()
+        window = self._errors.get(conn_id)
+        if window is None:
+            window = self._errors[conn_id] = deque()
+        window.append(now)
+        horizon = now - self.config.error_window
+        while window and window[0] <= horizon:
+            window.popleft()
+        if len(window) > self.config.max_errors and entry.connection.state is State.OPEN:
+            entry.connection.close(*_CLOSE_TOO_MANY_ERRORS)
+            self._counters.policy_closes += 1
+            self._notify(conn_id)
+
+    # -- topic internals -------------------------------------------------------
+
+    def _join(self, entry: _Entry, name: str) -> Topic:
+        state = self._topics.get(name)
+        if state is None:
+            state = self._topics[name] = Topic(name=name, policy=self._default_topic)
+        state.subscribers[entry.info.conn_id] = None
+        entry.info.subscriptions.add(name)
+        return state
+
+    def _leave(self, entry: _Entry, name: str, events: list[HubEvent]) -> None:
+        conn_id = entry.info.conn_id
+        entry.info.subscriptions.discard(name)
+        state = self._topics[name]
+        del state.subscribers[conn_id]
+        state.dropped.pop(conn_id, None)
+        self._presence(state, entry, False, events)
+        if state.disposable:
+            del self._topics[name]
+
+    def _member(self, conn_id: str) -> dict[str, str]:
+        return {"conn_id": conn_id, "principal": self._registry.entries[conn_id].info.principal.id}
+
+    def _presence(self, state: Topic, entry: _Entry, joined: bool, events: list[HubEvent]) -> None:
+        if not state.policy.presence:
+            return
+        info = entry.info
+        payload = {
+            "event": "join" if joined else "leave",
+            "conn_id": info.conn_id,
+            "principal": info.principal.id,
+        }
+        message = self._prepare("presence", payload, topic=state.name)
+        entries = self._registry.entries
+        for conn_id in state.subscribers:
+            self._send(entries[conn_id], message)
+        events.append(
+            PresenceChanged(
+                topic=state.name,
+                conn_id=info.conn_id,
+                principal_id=info.principal.id,
+                joined=joined,
+            )
+        )
+
+    def _publish(
+        self, state: Topic, payload: object, message_type: str, droppable: bool
+    ) -> tuple[int, int]:
+        """Encode once with the next seq, deliver under the topic's policy."""
+        seq = state.seq + 1
+        message = self._prepare(message_type, payload, topic=state.name, seq=seq)
+        state.seq = seq
+        may_drop = droppable and state.policy.slow_consumer == "drop"
+        entries = self._registry.entries
+        notices: dict[int, PreparedMessage] = {}
+        delivered = 0
+        for conn_id in state.subscribers:
+            entry = entries[conn_id]
+            connection = entry.connection
+            if connection.state is not State.OPEN:
+                continue
+            owed = state.dropped.get(conn_id, 0)
+            if not owed and not may_drop:
+                delivered += self._send(entry, message)
+                continue
+            cap = connection.limits.max_outbox_size
+            queued = connection.outbox_size
+            size = len(message.frame(connection.deflate))
+            if not owed:
+                if queued and queued + size > cap:
+                    state.dropped[conn_id] = 1
+                    self._counters.drops += 1
+                else:
+                    delivered += self._send(entry, message)
+                continue
+            notice = notices.get(owed)
+            if notice is None:
+                notice = notices[owed] = self._prepare("dropped", {"count": owed}, topic=state.name)
+            notice_size = len(notice.frame(connection.deflate))
+            if not queued and notice_size + size > cap:
+                # Only this message fits an empty outbox: it goes alone, the
+                # notice waits for the next message (docs/protocol.md).
+                delivered += self._send(entry, message)
+            elif may_drop and queued + notice_size + size > cap:
+                state.dropped[conn_id] = owed + 1
+                self._counters.drops += 1
+            else:
+                del state.dropped[conn_id]
+                if self._send(entry, notice):
+                    delivered += self._send(entry, message)
+        return seq, delivered
+
+    # -- command internals -----------------------------------------------------
+
+    def _is_pending(self, conn_id: str, request_id: RequestId) -> bool:
+        pending = self._pending.get(conn_id)
+        return pending is not None and request_id in pending
+
+    def _live(self, item: tuple[float, int, str, RequestId]) -> bool:
+        _, token, conn_id, request_id = item
+        pending = self._pending.get(conn_id)
+        found = None if pending is None else pending.get(request_id)
+        return found is not None and found.token == token
+
+    def _take_pending(self, conn_id: str, request_id: RequestId) -> _Pending:
+        pending = self._pending[conn_id]
+        taken = pending.pop(request_id)
+        if not pending:
+            del self._pending[conn_id]
+        self._pending_total -= 1
+        self._compact_deadlines()
+        return taken
+
+    def _compact_deadlines(self) -> None:
+        """Drop answered commands' deadlines once they outnumber live ones."""
+        if not self._pending_total:
+            self._deadlines.clear()
+        elif len(self._deadlines) > 2 * self._pending_total + 32:
+            self._deadlines = [item for item in self._deadlines if self._live(item)]
+            heapq.heapify(self._deadlines)
+
+    # -- sending -----------------------------------------------------------------
+
+    def _prepare(self, message_type: str, payload: object, **fields: Any) -> PreparedMessage:
+        timestamp = int(self._wall_clock() * 1000)
+        data = encode_envelope(
+            message_type, payload, timestamp=timestamp, codec=self._codec, **fields
+        )
+        return PreparedMessage(data, text=True)
+
+    def _send(self, entry: _Entry, message: PreparedMessage) -> bool:
+        """Queue on one connection if open; count; wake its writer."""
+        connection = entry.connection
+        if connection.state is not State.OPEN:
+            return False
+        counters = self._counters
+        if connection.send_prepared(message):
+            counters.messages_out += 1
+            counters.bytes_out += len(message.payload)
+            size = connection.outbox_size
+            counters.outbox_high_water = max(counters.outbox_high_water, size)
+            ok = True
+        else:
+            counters.slow_consumer_closes += 1
+            ok = False
+        self._notify(entry.info.conn_id)
+        return ok
+
+    def _notify(self, conn_id: str) -> None:
+        if self._on_output is not None:
+            self._on_output(conn_id)

@@ -1,0 +1,80 @@
+"""The hub's bounds and policies, in one frozen, keyword-only dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HubConfig"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HubConfig:
+    """Limits of the hub (sizes in bytes, times in seconds).
+
+    ``max_connections`` / ``max_per_principal`` / ``max_per_host``
+        Open connections in total (beyond: 503), per principal id and per
+        remote host (beyond: 429). Checked by ``Hub.admit`` at the handshake.
+        Defaults 10 000 / 100 / 200: a user's tabs and devices fit, one
+        credential or one address cannot take the whole server.
+    ``retry_after``
+        Seconds put in the ``Retry-After`` header of those refusals. Default 5.
+    ``max_envelope_size``
+        Largest client envelope (UTF-8 bytes); beyond, ``payload_too_large``.
+        Default 256 KiB: ordinary JSON traffic; the connection core's
+        ``Limits.max_message_size`` still bounds the frame itself.
+    ``max_depth``
+        Deepest nesting of a client envelope, the envelope object counting as
+        1; beyond, ``payload_too_deep``. Default 32.
+    ``max_errors`` / ``error_window``
+        More than ``max_errors`` errors caused by one connection within
+        ``error_window`` seconds closes it with 1008. Defaults 10 / 60 s.
+    ``max_pending_commands``
+        Commands of one connection awaiting their reply; beyond,
+        ``too_many_pending``. Default 16.
+    ``default_command_timeout``
+        Time a command may take when ``register_command`` gives none; then
+        the client gets ``command_timeout``. Default 10 s.
+    ``max_subscriptions``
+        Topics one connection may be subscribed to; beyond,
+        ``too_many_subscriptions``. Default 256.
+    ``accept_binary``
+        Report binary messages as ``BinaryReceived`` events; when False
+        (default) a binary message closes the connection with 1003.
+    ``send_welcome``
+        Send the ``welcome`` envelope when a connection is added. Default True.
+    """
+
+    max_connections: int = 10_000
+    max_per_principal: int = 100
+    max_per_host: int = 200
+    retry_after: int = 5
+    max_envelope_size: int = 256 * 1024
+    max_depth: int = 32
+    max_errors: int = 10
+    error_window: float = 60.0
+    max_pending_commands: int = 16
+    default_command_timeout: float = 10.0
+    max_subscriptions: int = 256
+    accept_binary: bool = False
+    send_welcome: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_connections",
+            "max_per_principal",
+            "max_per_host",
+            "max_envelope_size",
+            "max_depth",
+            "max_pending_commands",
+            "max_subscriptions",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.max_errors, bool) or self.max_errors < 0:
+            raise ValueError(f"max_errors must be >= 0, got {self.max_errors!r}")
+        if self.retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {self.retry_after!r}")
+        for name in ("error_window", "default_command_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
