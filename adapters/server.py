@@ -1,0 +1,213 @@
+"""The anyio WebSocket server: listen, run one session per connection, stop gracefully.
+
+Each accepted connection runs in its own shielded cancel scope, so that
+cancelling ``serve`` does not kill connections abruptly: the shutdown path
+closes them with 1001, waits up to ``shutdown_timeout`` for the closing
+handshakes, and only then cancels what remains.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import (
+    ByteStream,
+    SocketAttribute,
+    SocketListener,
+    SocketStream,
+    TaskGroup,
+    TaskStatus,
+)
+from anyio.streams.tls import TLSStream
+
+from ..core import Limits, ServerConnection
+from .handler import Handler
+from .session import ServerSession
+
+__all__ = ["WebSocketServer", "serve"]
+
+logger = logging.getLogger("wshub.server")
+
+_ACCEPT_RETRY_DELAY = 0.1  # after accept() fails (EMFILE...), before trying again
+_SHUTDOWN_REASON = "server shutting down"
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A connection task: its cancel scope and, after TLS, its session."""
+
+    scope: anyio.CancelScope
+    session: ServerSession | None = field(default=None)
+
+
+class WebSocketServer:
+    """A WebSocket (and plain HTTP) server on one TCP port, driven by a ``Handler``.
+
+    Run it with ``await server.serve()`` in a task group (``await
+    tg.start(server.serve)`` returns once it listens); stop it with
+    ``server.shutdown()`` or by cancelling ``serve``.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl: _ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+        compression: bool = False,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.limits = limits or Limits()
+        self.compression = compression
+        self.shutdown_timeout = shutdown_timeout
+        self._slots: set[_Slot] = set()
+        self._stop = anyio.Event()
+        self._stopping = False
+        self._idle: anyio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.ssl is not None else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def sessions(self) -> list[ServerSession]:
+        """The sessions whose connection is open."""
+        return [s.session for s in self._slots if s.session is not None and s.session.is_open]
+
+    def shutdown(self) -> None:
+        """Stop gracefully (call from the event loop); ``serve`` returns when done."""
+        self._stop.set()
+
+    async def serve(
+        self, *, task_status: TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, report started (with this server), serve until shutdown or cancellation."""
+        multi = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        listeners = multi.listeners
+        address = listeners[0].extra(SocketAttribute.local_address)
+        self.host, self.port = str(address[0]), int(address[1])
+        try:
+            async with anyio.create_task_group() as connections:
+                try:
+                    async with anyio.create_task_group() as accepting:
+                        for listener in listeners:
+                            assert isinstance(listener, SocketListener)
+                            accepting.start_soon(self._accept_loop, listener, connections)
+                        logger.info("listening on %s", self.url)
+                        task_status.started(self)
+                        await self._stop.wait()
+                        accepting.cancel_scope.cancel()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await multi.aclose()
+                        await self._drain()
+        finally:
+            logger.info("stopped serving %s", self.url)
+
+    async def _accept_loop(self, listener: SocketListener, connections: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.ClosedResourceError:
+                return
+            except OSError as exc:  # EMFILE, ECONNABORTED...: the listener lives on
+                logger.warning("accept failed: %s", exc)
+                await anyio.sleep(_ACCEPT_RETRY_DELAY)
+                continue
+            connections.start_soon(self._connection, stream)
+
+    async def _connection(self, raw: SocketStream) -> None:
+        with anyio.CancelScope(shield=True) as scope:
+            slot = _Slot(scope)
+            self._slots.add(slot)
+            stream: ByteStream = raw
+            try:
+                remote = _remote(raw)
+                if self.ssl is not None:
+                    try:
+                        with anyio.fail_after(self.limits.handshake_timeout):
+                            stream = await TLSStream.wrap(
+                                raw,
+                                server_side=True,
+                                ssl_context=self.ssl,
+                                standard_compatible=False,
+                            )
+                    except (TimeoutError, anyio.BrokenResourceError, OSError) as exc:
+                        logger.info("TLS handshake with %s failed: %r", remote, exc)
+                        return
+                core = ServerConnection(
+                    limits=self.limits, compression=self.compression, clock=anyio.current_time
+                )
+                session = ServerSession(core, stream, self.handler, remote=remote)
+                slot.session = session
+                if self._stopping:
+                    session._shutdown(1001, _SHUTDOWN_REASON)
+                await session._run()
+            except Exception:
+                logger.exception("connection from %s crashed", _remote(raw))
+            finally:
+                self._slots.discard(slot)
+                await anyio.aclose_forcefully(stream)
+                if not self._slots and self._idle is not None:
+                    self._idle.set()
+
+    async def _drain(self) -> None:
+        """Close every connection (1001 / 503), wait, then cancel what remains."""
+        self._stopping = True
+        self._idle = anyio.Event()
+        for slot in list(self._slots):
+            if slot.session is None:
+                slot.scope.cancel()  # still in the TLS handshake
+            else:
+                slot.session._shutdown(1001, _SHUTDOWN_REASON)
+        if self._slots:
+            with anyio.move_on_after(self.shutdown_timeout):
+                await self._idle.wait()
+        for slot in list(self._slots):
+            logger.warning("connection %s did not close in time; aborting", slot.session)
+            slot.scope.cancel()
+
+
+def _remote(stream: SocketStream) -> tuple[str, int] | None:
+    try:
+        address = stream.extra(SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return None
+    if isinstance(address, tuple):
+        return str(address[0]), int(address[1])
+    return None
+
+
+async def serve(
+    handler: Handler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl: _ssl.SSLContext | None = None,
+    limits: Limits | None = None,
+    compression: bool = False,
+    shutdown_timeout: float = 5.0,
+    task_status: TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Build a ``WebSocketServer`` and serve until cancelled or shut down."""
+    server = WebSocketServer(
+        handler,
+        host=host,
+        port=port,
+        ssl=ssl,
+        limits=limits,
+        compression=compression,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await server.serve(task_status=task_status)
