@@ -76,12 +76,14 @@ async def test_echo_text_and_binary(running_server: Any) -> None:
 async def test_one_mebibyte_message_echoes(running_server: Any) -> None:
     payload = bytes(range(256)) * (MIB // 256)
     with anyio.fail_after(10):
-        async with running_server(open_echo()) as server:
-            async with connect(server.url, limits=Limits(max_message_size=2 * MIB)) as ws:
-                await ws.send(payload)
-                assert await ws.recv() == payload
-                await ws.send("x" * MIB)
-                assert await ws.recv() == "x" * MIB
+        async with (
+            running_server(open_echo()) as server,
+            connect(server.url, limits=Limits(max_message_size=2 * MIB)) as ws,
+        ):
+            await ws.send(payload)
+            assert await ws.recv() == payload
+            await ws.send("x" * MIB)
+            assert await ws.recv() == "x" * MIB
 
 
 async def test_one_byte_over_the_limit_closes_1009(running_server: Any) -> None:
@@ -99,15 +101,17 @@ async def test_deflate_bomb_closes_1009(running_server: Any, raw_client: Any) ->
     bomb = bomb[:-4]  # RFC 7692 §7.2.1: the empty-block tail is not sent
     assert len(bomb) < 20_000
     with anyio.fail_after(10):
-        async with running_server(open_echo(), compression=True) as server:
-            async with raw_client(server.port) as raw:
-                headers = await raw.handshake(
-                    headers=(("Sec-WebSocket-Extensions", "permessage-deflate"),)
-                )
-                assert headers["sec-websocket-extensions"].startswith("permessage-deflate")
-                await raw.send_frame(0x2, bomb, rsv1=True)
-                code, _reason, _ = await raw.recv_close()
-                assert code == 1009
+        async with (
+            running_server(open_echo(), compression=True) as server,
+            raw_client(server.port) as raw,
+        ):
+            headers = await raw.handshake(
+                headers=(("Sec-WebSocket-Extensions", "permessage-deflate"),)
+            )
+            assert headers["sec-websocket-extensions"].startswith("permessage-deflate")
+            await raw.send_frame(0x2, bomb, rsv1=True)
+            code, _reason, _ = await raw.recv_close()
+            assert code == 1009
 
 
 # -- access control and plain HTTP ----------------------------------------------
@@ -137,42 +141,47 @@ async def test_foreign_origin_gets_403(running_server: Any) -> None:
 
 async def test_token_by_header_is_accepted(running_server: Any) -> None:
     with anyio.fail_after(10):
-        async with running_server(token_echo()) as server:
-            async with connect(server.url, token=TOKEN, headers=[("Origin", ORIGIN)]) as ws:
-                assert ws.subprotocol is None
-                await ws.send("ping")
-                assert await ws.recv() == "ping"
-                (session,) = server.sessions
-                assert session.principal == Principal("alice")
+        async with (
+            running_server(token_echo()) as server,
+            connect(server.url, token=TOKEN, headers=[("Origin", ORIGIN)]) as ws,
+        ):
+            assert ws.subprotocol is None
+            await ws.send("ping")
+            assert await ws.recv() == "ping"
+            (session,) = server.sessions
+            assert session.principal == Principal("alice")
 
 
 async def test_token_by_subprotocol_is_accepted_and_not_echoed(running_server: Any) -> None:
     offered = ["wshub.v1", f"wshub.bearer.{TOKEN}"]
     with anyio.fail_after(10):
-        async with running_server(token_echo()) as server:
-            async with connect(server.url, subprotocols=offered) as ws:
-                assert ws.subprotocol == "wshub.v1"
-                await ws.send(b"ok")
-                assert await ws.recv() == b"ok"
+        async with (
+            running_server(token_echo()) as server,
+            connect(server.url, subprotocols=offered) as ws,
+        ):
+            assert ws.subprotocol == "wshub.v1"
+            await ws.send(b"ok")
+            assert await ws.recv() == b"ok"
 
 
 async def test_plain_http_requests(running_server: Any, raw_client: Any) -> None:
+    requests = [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+        (b"\x16\x03\x01 this is not HTTP\r\n\r\n", 400),
+    ]
     with anyio.fail_after(10):
         async with running_server(token_echo()) as server:
-            async with raw_client(server.port) as raw:
-                await raw.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                status, _headers, body = await raw.read_response()
-                assert (status, body) == (200, b"ok")
-                assert await raw.read_to_eof() == b""
-            async with raw_client(server.port) as raw:
-                await raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                status, headers, _body = await raw.read_response()
-                assert status == 426
-                assert headers["upgrade"] == "websocket"
-            async with raw_client(server.port) as raw:
-                await raw.send(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
-                status, _headers, _body = await raw.read_response()
-                assert status == 400
+            for request, expected in requests:
+                async with raw_client(server.port) as raw:
+                    await raw.send(request)
+                    status, headers, body = await raw.read_response()
+                    assert status == expected
+                    assert await raw.read_to_eof() == b""  # one request per connection
+                    if status == 200:
+                        assert body == b"ok"
+                    if status == 426:
+                        assert headers["upgrade"] == "websocket"
 
 
 # -- timers -------------------------------------------------------------------
@@ -184,14 +193,16 @@ async def test_peer_that_never_answers_pings_is_closed(
     limits = Limits(ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5)
     handler = Recorder()
     with anyio.fail_after(10):
-        async with running_server(handler, limits=limits) as server:
-            async with raw_client(server.port) as raw:
-                await raw.handshake()
-                code, reason, before = await raw.recv_close()
-                assert [opcode for _, _, opcode, _ in before] == [0x9]  # one ping, unanswered
-                assert code == 1011
-                assert "ping" in reason
-                assert await raw.read_to_eof() == b""
+        async with (
+            running_server(handler, limits=limits) as server,
+            raw_client(server.port) as raw,
+        ):
+            await raw.handshake()
+            code, reason, before = await raw.recv_close()
+            assert [opcode for _, _, opcode, _ in before] == [0x9]  # one ping, unanswered
+            assert code == 1011
+            assert "ping" in reason
+            assert await raw.read_to_eof() == b""
             await handler.all_closed.wait()
     (event,) = handler.closed.values()
     assert (event.code, event.initiator) == (1011, Side.LOCAL)
@@ -200,12 +211,14 @@ async def test_peer_that_never_answers_pings_is_closed(
 async def test_half_sent_handshake_is_dropped(running_server: Any, raw_client: Any) -> None:
     limits = Limits(handshake_timeout=0.2)
     with anyio.fail_after(10):
-        async with running_server(open_echo(), limits=limits) as server:
-            async with raw_client(server.port) as raw:
-                await raw.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: web")
-                status, _headers, _body = await raw.read_response()
-                assert status == 408
-                assert await raw.read_to_eof() == b""
+        async with (
+            running_server(open_echo(), limits=limits) as server,
+            raw_client(server.port) as raw,
+        ):
+            await raw.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: web")
+            status, _headers, _body = await raw.read_response()
+            assert status == 408
+            assert await raw.read_to_eof() == b""
             assert server.sessions == []
 
 
@@ -217,16 +230,18 @@ async def test_close_timer_is_armed_while_the_reader_waits(
     limits = Limits(close_timeout=0.2, ping_interval=None)
     handler = Recorder()
     with anyio.fail_after(10):
-        async with running_server(handler, limits=limits) as server:
-            async with raw_client(server.port) as raw:
-                await raw.handshake()
-                await raw.send_frame(0x1, b"hello")
-                assert (await raw.recv_frame())[3] == b"hello"
-                (session,) = server.sessions
-                session.close(4000, "bye")
-                code, reason, _ = await raw.recv_close()
-                assert (code, reason) == (4000, "bye")
-                assert await raw.read_to_eof() == b""  # dropped: we never answered
+        async with (
+            running_server(handler, limits=limits) as server,
+            raw_client(server.port) as raw,
+        ):
+            await raw.handshake()
+            await raw.send_frame(0x1, b"hello")
+            assert (await raw.recv_frame())[3] == b"hello"
+            (session,) = server.sessions
+            session.close(4000, "bye")
+            code, reason, _ = await raw.recv_close()
+            assert (code, reason) == (4000, "bye")
+            assert await raw.read_to_eof() == b""  # dropped: we never answered
             closed = await session.wait_closed()
     assert closed.code == 1006
     assert not closed.clean
@@ -320,14 +335,17 @@ async def test_exception_in_on_message_closes_1011_and_spares_others(
             await super().on_message(session, message)
 
     with anyio.fail_after(10), caplog.at_level(logging.ERROR, logger="wshub.server"):
-        async with running_server(Fragile(AccessPolicy(require_auth=False))) as server:
-            async with connect(server.url) as other, connect(server.url) as victim:
-                await victim.send("boom")
-                with pytest.raises(ConnectionClosed) as info:
-                    await victim.recv()
-                assert (info.value.code, info.value.reason) == (1011, "internal error")
-                await other.send("still here")
-                assert await other.recv() == "still here"
+        async with (
+            running_server(Fragile(AccessPolicy(require_auth=False))) as server,
+            connect(server.url) as other,
+            connect(server.url) as victim,
+        ):
+            await victim.send("boom")
+            with pytest.raises(ConnectionClosed) as info:
+                await victim.recv()
+            assert (info.value.code, info.value.reason) == (1011, "internal error")
+            await other.send("still here")
+            assert await other.recv() == "still here"
     records = [r for r in caplog.records if r.name == "wshub.server" and r.exc_info]
     assert records
     assert "on_message" in records[0].getMessage()
@@ -368,24 +386,27 @@ async def test_slow_consumer_is_closed_1013_and_others_are_unaffected(
     handler = Flooder()
     limits = Limits(max_outbox_size=256 * 1024, close_timeout=0.3)
     with anyio.fail_after(20):
-        async with running_server(handler, limits=limits) as server:
-            async with connect(server.url) as other, raw_client(server.port) as raw:
-                await raw.handshake()
-                await raw.send_frame(0x1, b"flood")
-                await flooded.wait()
-                await other.send("unaffected")
-                assert await other.recv() == "unaffected"
-                received = await raw.read_to_eof()  # the server dropped us
-                assert len(received) > limits.max_outbox_size
-                slow = next(
-                    s
-                    for s in handler.opened
-                    if s.remote == raw.stream.extra(anyio.abc.SocketAttribute.local_address)
-                )
-                event = await slow.wait_closed()
-                assert (event.code, event.initiator) == (1013, Side.LOCAL)
-                await other.send("still fine")
-                assert await other.recv() == "still fine"
+        async with (
+            running_server(handler, limits=limits) as server,
+            connect(server.url) as other,
+            raw_client(server.port) as raw,
+        ):
+            await raw.handshake()
+            await raw.send_frame(0x1, b"flood")
+            await flooded.wait()
+            await other.send("unaffected")
+            assert await other.recv() == "unaffected"
+            received = await raw.read_to_eof()  # the server dropped us
+            assert len(received) > limits.max_outbox_size
+            slow = next(
+                s
+                for s in handler.opened
+                if s.remote == raw.stream.extra(anyio.abc.SocketAttribute.local_address)
+            )
+            event = await slow.wait_closed()
+            assert (event.code, event.initiator) == (1013, Side.LOCAL)
+            await other.send("still fine")
+            assert await other.recv() == "still fine"
 
 
 # -- TLS ----------------------------------------------------------------------------
