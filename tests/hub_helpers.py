@@ -134,17 +134,20 @@ class HubHarness:
         *,
         remote: tuple[str, int] | str | None = ("127.0.0.1", 50000),
         limits: Limits | None = None,
+        compression: bool = False,
         welcome: bool = True,
     ) -> Peer:
         if isinstance(principal, str):
             principal = Principal(principal)
-        server, client = open_pair(self.clock, limits=limits or self.limits, principal=principal)
+        server, client = open_pair(
+            self.clock, limits=limits or self.limits, principal=principal, compression=compression
+        )
         self._next += 1
         conn_id = f"c{self._next}"
         self.hub.add(conn_id, server, principal=principal, remote=remote)
         peer = Peer(conn_id, principal, server, client)
         self.peers[conn_id] = peer
-        if welcome:
+        if welcome and self.hub.config.send_welcome:
             [hello] = peer.receive()
             assert hello["message_type"] == "welcome"
             peer.received.clear()

@@ -1,0 +1,158 @@
+"""Bounded outboxes: slow consumers are closed with 1013 or lose droppable messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub_helpers import HubHarness, Peer
+
+from wshub.core import Limits, State
+from wshub.core.hub_stats import prometheus_text
+
+CAP = 400
+PAD = "x" * 100  # each envelope is a little under 200 bytes: two fit, three do not
+
+
+def topic_items(peer: Peer) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for m in peer.receive():
+        if m["message_type"] == "dropped":
+            out.append(("dropped", m["payload"]["count"]))
+        elif m["message_type"] == "message":
+            out.append(("seq", m["seq"]))
+    return out
+
+
+def harness() -> HubHarness:
+    return HubHarness(limits=Limits(max_outbox_size=CAP))
+
+
+def test_slow_consumer_is_closed_and_others_unaffected() -> None:
+    h = harness()
+    slow, fast = h.connect(), h.connect()
+    for peer in (slow, fast):
+        h.hub.subscribe(peer.conn_id, "t")
+    delivered = []
+    for _ in range(3):
+        delivered.append(h.hub.publish("t", PAD))
+        fast.receive()
+    assert delivered == [2, 2, 1]
+    assert slow.server.state is State.CLOSED
+    assert h.hub.stats().slow_consumer_closes == 1
+    assert h.hub.publish("t", "after") == 1  # never sent to a closed connection
+    slow.receive()
+    fast.receive()
+    assert slow.closed is not None
+    assert (slow.closed.code, slow.closed.reason) == (1013, "slow consumer")
+    assert [m["seq"] for m in fast.received] == [1, 2, 3, 4]
+    h.reap()
+    assert h.hub.subscribers("t") == [fast.conn_id]
+
+
+def test_broadcast_to_a_slow_consumer_also_closes_it() -> None:
+    h = harness()
+    slow = h.connect()
+    results = [h.hub.broadcast("tick", PAD) for _ in range(3)]
+    assert results == [1, 1, 0]
+    assert slow.server.state is State.CLOSED
+    stats = h.hub.stats()
+    assert stats.slow_consumer_closes == 1
+    assert stats.outbox_high_water <= CAP
+
+
+def test_drop_policy_skips_and_then_announces_the_count() -> None:
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    slow = h.connect()
+    h.hub.subscribe(slow.conn_id, "ticks")
+    results = [h.hub.publish("ticks", PAD, droppable=True) for _ in range(5)]
+    assert results == [1, 1, 0, 0, 0]
+    assert slow.server.state is State.OPEN
+    assert slow.server.outbox_size <= CAP
+    assert topic_items(slow) == [("seq", 1), ("seq", 2)]
+    assert h.hub.publish("ticks", PAD, droppable=True) == 1
+    assert topic_items(slow) == [("dropped", 3), ("seq", 6)]
+    stats = h.hub.stats()
+    assert (stats.drops, stats.slow_consumer_closes) == (3, 0)
+    assert "wshub_dropped_messages_total 3\n" in prometheus_text(stats)
+
+
+def test_pending_notice_must_fit_with_the_next_message() -> None:
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    slow = h.connect()
+    h.hub.subscribe(slow.conn_id, "ticks")
+    h.hub.publish("ticks", PAD, droppable=True)
+    h.hub.publish("ticks", PAD, droppable=True)
+    h.hub.publish("ticks", PAD, droppable=True)  # dropped: outbox full
+    slow.server.data_to_send()  # the client reads, but loses these bytes for the test
+    h.hub.publish("ticks", PAD, droppable=True)  # notice + message fit
+    h.hub.publish("ticks", PAD, droppable=True)  # dropped again
+    h.hub.publish("ticks", PAD, droppable=True)
+    assert h.hub.stats().drops == 3
+    assert topic_items(slow) == [("dropped", 1), ("seq", 4)]
+    assert h.hub.publish("ticks", "small", droppable=True) == 1
+    assert topic_items(slow) == [("dropped", 2), ("seq", 7)]
+
+
+def test_non_droppable_messages_on_a_drop_topic_still_disconnect() -> None:
+    h = harness()
+    h.hub.configure_topic("mixed", slow_consumer="drop")
+    slow = h.connect()
+    h.hub.subscribe(slow.conn_id, "mixed")
+    h.hub.publish("mixed", PAD, droppable=True)
+    h.hub.publish("mixed", PAD, droppable=True)
+    assert h.hub.publish("mixed", PAD, droppable=True) == 0
+    assert h.hub.publish("mixed", PAD) == 0
+    assert slow.server.state is State.CLOSED
+    assert h.hub.stats().slow_consumer_closes == 1
+
+
+def test_droppable_on_a_disconnect_topic_is_not_dropped() -> None:
+    h = harness()
+    slow = h.connect()
+    h.hub.subscribe(slow.conn_id, "t")
+    for _ in range(3):
+        h.hub.publish("t", PAD, droppable=True)
+    assert slow.server.state is State.CLOSED
+    assert h.hub.stats().drops == 0
+
+
+def test_oversized_message_goes_alone_into_an_empty_outbox() -> None:
+    h = harness()
+    h.hub.configure_topic("big", slow_consumer="drop")
+    peer = h.connect()
+    h.hub.subscribe(peer.conn_id, "big")
+    h.hub.publish("big", PAD, droppable=True)
+    h.hub.publish("big", PAD, droppable=True)
+    h.hub.publish("big", PAD, droppable=True)  # dropped
+    peer.server.data_to_send()
+    huge = "y" * (CAP - 120)  # fits an empty outbox alone, not with the notice
+    assert h.hub.publish("big", huge, droppable=True) == 1
+    assert topic_items(peer) == [("seq", 4)]
+    assert h.hub.publish("big", "small", droppable=True) == 1
+    assert topic_items(peer) == [("dropped", 1), ("seq", 5)]
+    assert peer.server.state is State.OPEN
+
+
+def test_reconfiguring_to_disconnect_forgets_owed_notices() -> None:
+    h = harness()
+    h.hub.configure_topic("t", slow_consumer="drop")
+    peer = h.connect()
+    h.hub.subscribe(peer.conn_id, "t")
+    for _ in range(3):
+        h.hub.publish("t", PAD, droppable=True)
+    assert h.hub.footprint()["dropped_counters"] == 1
+    h.hub.configure_topic("t")
+    assert h.hub.footprint()["dropped_counters"] == 0
+
+
+def test_compressed_slow_consumer_uses_its_compressed_frame_size() -> None:
+    h = harness()
+    h.hub.configure_topic("z", slow_consumer="drop")
+    peer = h.connect(compression=True)
+    h.hub.subscribe(peer.conn_id, "z")
+    # Highly compressible: many fit although each is larger than CAP uncompressed.
+    results = [h.hub.publish("z", "a" * 1000, droppable=True) for _ in range(5)]
+    assert results == [1] * 5
+    assert [seq for kind, seq in topic_items(peer) if kind == "seq"] == [1, 2, 3, 4, 5]
