@@ -22,7 +22,7 @@ __all__ = ["Accept", "Handler", "HttpResponse"]
 Headers = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Accept:
     """Complete the upgrade: who the peer is, the subprotocol chosen, extra headers.
 
