@@ -409,10 +409,26 @@ async def test_slow_consumer_is_closed_1013_and_others_are_unaffected(
             assert await other.recv() == "still fine"
 
 
+async def test_bad_clients_do_not_stop_the_accept_loop(
+    running_server: Any, raw_client: Any
+) -> None:
+    with anyio.fail_after(10):
+        async with running_server(open_echo()) as server:
+            for _ in range(10):
+                async with raw_client(server.port):
+                    pass  # connect and leave at once
+            async with raw_client(server.port) as raw:
+                await raw.handshake()
+                await raw.send(b"\x81")  # half a frame header, then gone
+            async with connect(server.url) as ws:
+                await ws.send("still serving")
+                assert await ws.recv() == "still serving"
+
+
 # -- TLS ----------------------------------------------------------------------------
 
 
-async def test_tls_server_and_wss_client(running_server: Any) -> None:
+async def test_tls_server_and_wss_client(running_server: Any, raw_client: Any) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
@@ -428,3 +444,11 @@ async def test_tls_server_and_wss_client(running_server: Any) -> None:
                 assert await ws.recv() == b"\x01" * 300_000
             assert ws.closed_event is not None
             assert ws.closed_event.code == 1000
+            # A plain-TCP client fails the TLS handshake and is dropped; the
+            # server lives on.
+            async with raw_client(server.port) as plain:
+                await plain.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert b"HTTP" not in await plain.read_to_eof()
+            async with connect(server.url, ssl=client_ctx) as ws:
+                await ws.send("again")
+                assert await ws.recv() == "again"
