@@ -97,10 +97,11 @@ class ClientSession:
         """Queue a message, waiting while the outbox is full; raises once closed."""
         core = self.core
         text = isinstance(message, str)
-        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
-        if core.deflate is not None:
-            size = deflate_bound(size)
-        await self._driver.wait_room(size + _FRAME_OVERHEAD, _HIGH_WATER)
+        if core.outbox_size:  # only then can the message have to wait
+            size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+            if core.deflate is not None:
+                size = deflate_bound(size)
+            await self._driver.wait_room(size + _FRAME_OVERHEAD, _HIGH_WATER)
         try:
             if text:
                 ok = core.send_text(message)  # type: ignore[arg-type]
