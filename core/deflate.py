@@ -14,6 +14,7 @@ Two choices keep memory flat and broadcasts cheap:
 
 from __future__ import annotations
 
+import codecs
 import zlib
 from dataclasses import dataclass
 
@@ -190,13 +191,20 @@ def parse_server_response(values: list[str]) -> DeflateParams | None:
 
 
 class InboundGuard(Extension):
-    """Size limit and bounded inflation for wsproto's frame decoder.
+    """Size limit, bounded inflation and message order for wsproto's decoder.
 
     Installed as the decoder's only extension (never negotiated by name). It
     sees each frame header before the payload is read, so a declared length
     beyond what the message may still hold is refused at once (1009), and it
     inflates compressed payloads with a budget, so decompressed size is bounded
     by the same limit, incrementally.
+
+    wsproto checks message order and UTF-8 only *after* an extension has
+    processed a payload chunk, so an inflate error or the size limit could win
+    or lose against them depending on how the bytes were split. The guard
+    therefore checks continuation order at the header, and UTF-8 of inflated
+    text as it comes out, before the size limit: the first error in stream
+    order is the one reported, whatever the chunking.
     """
 
     name = "wshub-inbound-guard"
@@ -211,6 +219,8 @@ class InboundGuard(Extension):
         self._used = 0
         self._control = False
         self._compressed = False
+        self._expect_continuation = False  # changed only when a frame completes
+        self._utf8: codecs.IncrementalDecoder | None = None
 
     def enabled(self) -> bool:
         return True
@@ -225,32 +235,47 @@ class InboundGuard(Extension):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
+        # wsproto may call this twice for one header (when the mask has not
+        # arrived yet), so it must not change anything a second call reads.
         if opcode.iscontrol():
             self._control = True
             return RsvBits(False, False, False)
         self._control = False
         if opcode is Opcode.CONTINUATION:
+            if not self._expect_continuation:
+                return CloseReason.PROTOCOL_ERROR  # RFC 6455 §5.4: nothing to continue
             if rsv.rsv1 and self._deflate is not None:
                 return CloseReason.PROTOCOL_ERROR  # RFC 7692 §6.1: RSV1 on first frame only
         else:
+            if self._expect_continuation:
+                return CloseReason.PROTOCOL_ERROR  # RFC 6455 §5.4: no interleaving
             self._used = 0
             self._compressed = rsv.rsv1 and self._deflate is not None
+            text = opcode is Opcode.TEXT and self._compressed
+            self._utf8 = codecs.getincrementaldecoder("utf-8")() if text else None
         budget = self._max - self._used
         limit = deflate_bound(budget) if self._compressed else budget
         if payload_length > limit:
             return CloseReason.MESSAGE_TOO_BIG
         return RsvBits(self._deflate is not None and opcode is not Opcode.CONTINUATION, False, False)
 
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
+    def _inflate(self, data: bytes, *, final: bool) -> bytes | CloseReason:
         if self._inflater is None:
             self._inflater = zlib.decompressobj(-15)
         budget = self._max - self._used
         try:
+            # At most one byte past the budget: enough to know it is exceeded.
             out = self._inflater.decompress(data, budget + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if self._utf8 is not None:
+            try:
+                self._utf8.decode(out, final and len(out) <= budget)
+            except UnicodeDecodeError:
+                return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         if len(out) > budget:
             return CloseReason.MESSAGE_TOO_BIG
+        self._used += len(out)
         return out
 
     def frame_inbound_payload_data(
@@ -259,24 +284,23 @@ class InboundGuard(Extension):
         if self._control:
             return data
         if self._compressed:
-            out = self._inflate(data)
-            if isinstance(out, CloseReason):
-                return out
-        else:
-            out = data
-        self._used += len(out)
+            return self._inflate(data, final=False)
+        self._used += len(data)
         if self._used > self._max:
             return CloseReason.MESSAGE_TOO_BIG
-        return out
+        return data
 
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
-        if self._control or not fin:
+        if self._control:
+            return None
+        self._expect_continuation = not fin
+        if not fin:
             return None
         result: bytes | None = None
         if self._compressed:
-            out = self._inflate(_SYNC_TAIL)
+            out = self._inflate(_SYNC_TAIL, final=True)
             if isinstance(out, CloseReason):
                 return out
             result = out
@@ -284,4 +308,5 @@ class InboundGuard(Extension):
                 self._inflater = None
         self._used = 0
         self._compressed = False
+        self._utf8 = None
         return result

@@ -392,3 +392,27 @@ def test_server_never_raises_on_arbitrary_bytes(phase: str, chunks: list[bytes])
     conn.receive_eof()
     events = conn.events_received()
     assert len(closed_events(events)) == 1 and isinstance(events[-1], Closed)
+
+
+@st.composite
+def compressed_text_streams(draw: st.DrawFn) -> bytes:
+    """Compressed text messages of arbitrary bytes (often invalid UTF-8, often
+    too big), sometimes with a new message started inside a fragmented one."""
+    params = DeflateParams()
+    stream = upgrade_request(extra=[DEFLATE_OFFER])
+    for _ in range(draw(st.integers(1, 3))):
+        payload = draw(st.binary(max_size=200)) * draw(st.sampled_from([1, 5, 40]))
+        msg = Msg(text=True, payload=payload, fragments=draw(st.integers(1, 3)), compressed=True)
+        frames = frames_of(msg, mask=b"\x0f\x0e\x0d\x0c", params=params, client=True)
+        if draw(st.booleans()):
+            frames = frames[: draw(st.integers(0, len(frames)))]  # cut: next one interleaves
+        stream += frames
+    return stream
+
+
+@SETTINGS
+@given(compressed_text_streams(), st.lists(st.integers(0, 1 << 16), max_size=12))
+def test_chunking_invariance_compressed_text(stream: bytes, cuts: list[int]) -> None:
+    limits = Limits(max_message_size=1000)
+    whole = drive([stream], compression=True, limits=limits)
+    assert drive(split(stream, cuts), compression=True, limits=limits) == whole

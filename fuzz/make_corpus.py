@@ -1,0 +1,24 @@
+"""Write each harness's ``seeds()`` into ``fuzz/corpus/<harness>/``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HARNESSES = ("fuzz_server_bytes", "fuzz_frames", "fuzz_client_bytes")
+
+
+def write_all() -> None:
+    sys.path.insert(0, str(HERE))
+    for name in HARNESSES:
+        module = importlib.import_module(name)
+        folder = HERE / "corpus" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for seed_name, data in module.seeds().items():
+            (folder / f"seed_{seed_name}").write_bytes(data)
+
+
+if __name__ == "__main__":
+    write_all()
