@@ -53,7 +53,9 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 # RFC 6455 §7.4.1: codes an endpoint may put in a close frame it sends.
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_SENDABLE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 _GENERIC_REASONS = {
     1002: "protocol error",
     1007: "invalid payload data",
@@ -281,10 +283,13 @@ class Connection:
                 self._queue_message(self._frame(Opcode.PING, self._ping_payload))
                 self._next_ping = None
                 self._pong_deadline = now + self.limits.ping_timeout
-        elif state is State.CLOSING:
-            if self._close_deadline is not None and now >= self._close_deadline:
-                self._close_transport = True
-                self._finish(Closed(code=1006, reason="close timed out", initiator=Side.LOCAL))
+        elif (
+            state is State.CLOSING
+            and self._close_deadline is not None
+            and now >= self._close_deadline
+        ):
+            self._close_transport = True
+            self._finish(Closed(code=1006, reason="close timed out", initiator=Side.LOCAL))
 
     # -- subclass hooks --------------------------------------------------
 
@@ -371,18 +376,22 @@ class Connection:
         try:
             for frame in proto.received_frames():
                 opcode = frame.opcode
+                payload = frame.payload
                 if opcode is WsOpcode.TEXT or opcode is WsOpcode.BINARY:
-                    self._on_data(frame.payload, frame.message_finished, opcode is WsOpcode.TEXT)
+                    assert not isinstance(payload, tuple)
+                    self._on_data(payload, frame.message_finished, opcode is WsOpcode.TEXT)
                 elif opcode is WsOpcode.PING:
+                    assert isinstance(payload, bytes)
                     if self._state is State.OPEN:
-                        self._queue_message(self._frame(Opcode.PONG, bytes(frame.payload)))
+                        self._queue_message(self._frame(Opcode.PONG, payload))
                 elif opcode is WsOpcode.PONG:
-                    if self._pong_deadline is not None and frame.payload == self._ping_payload:
+                    if self._pong_deadline is not None and payload == self._ping_payload:
                         self._pong_deadline = None
                         if self.limits.ping_interval is not None:
                             self._next_ping = self._clock() + self.limits.ping_interval
                 elif opcode is WsOpcode.CLOSE:
-                    code, reason = frame.payload
+                    assert isinstance(payload, tuple)
+                    code, reason = payload
                     self._on_close_frame(int(code), reason)
                 if self._state is State.CLOSED:
                     return

@@ -230,7 +230,7 @@ class InboundGuard(Extension):
 
     def frame_inbound_header(
         self,
-        proto: FrameDecoder | FrameProtocol,
+        proto: FrameDecoder | FrameProtocol,  # noqa: ARG002 - wsproto interface
         opcode: Opcode,
         rsv: RsvBits,
         payload_length: int,
@@ -257,7 +257,9 @@ class InboundGuard(Extension):
         limit = deflate_bound(budget) if self._compressed else budget
         if payload_length > limit:
             return CloseReason.MESSAGE_TOO_BIG
-        return RsvBits(self._deflate is not None and opcode is not Opcode.CONTINUATION, False, False)
+        return RsvBits(
+            self._deflate is not None and opcode is not Opcode.CONTINUATION, False, False
+        )
 
     def _inflate(self, data: bytes, *, final: bool) -> bytes | CloseReason:
         if self._inflater is None:
@@ -279,7 +281,9 @@ class InboundGuard(Extension):
         return out
 
     def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
+        self,
+        proto: FrameDecoder | FrameProtocol,  # noqa: ARG002 - wsproto interface
+        data: bytes,
     ) -> bytes | CloseReason:
         if self._control:
             return data
@@ -291,7 +295,9 @@ class InboundGuard(Extension):
         return data
 
     def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
+        self,
+        proto: FrameDecoder | FrameProtocol,  # noqa: ARG002 - wsproto interface
+        fin: bool,
     ) -> bytes | CloseReason | None:
         if self._control:
             return None

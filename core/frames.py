@@ -40,9 +40,7 @@ def mask_payload(mask: bytes, payload: bytes) -> bytes:
     if n == 0:
         return b""
     key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little"
-    )
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 def encode_frame(

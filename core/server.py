@@ -186,5 +186,7 @@ class ServerConnection(Connection):
         self._queue_raw(http_response(status, headers, body))
         self._close_transport = True
         self._pending = _Pending.NOTHING
-        reason = f"HTTP {status}: {body[:80].decode('utf-8', 'replace')}" if body else f"HTTP {status}"
+        reason = (
+            f"HTTP {status}: {body[:80].decode('utf-8', 'replace')}" if body else f"HTTP {status}"
+        )
         self._finish(Closed(code=1006, reason=reason, clean=clean, initiator=Side.LOCAL))

@@ -15,17 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from _common import check_one_closed, chunked, main  # noqa: E402
+import _common
+from _common import check_one_closed, chunked, main
 
-from wshub.core import ClientConnection, Event, Limits  # noqa: E402
+from wshub.core import ClientConnection, Event, Limits
 
 LIMITS = Limits(max_message_size=64 * 1024, max_head_size=4096)
 _KEY_BYTES = b"\x33" * 16
 _KEY = base64.b64encode(_KEY_BYTES)
-_ACCEPT = base64.b64encode(
-    hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-)
+_ACCEPT = base64.b64encode(hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 SWITCH = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Accept: " + _ACCEPT + b"\r\n"

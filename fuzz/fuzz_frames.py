@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from _common import check_one_closed, chunked, main  # noqa: E402
+import _common
+from _common import check_one_closed, chunked, main
 
-from wshub.core import Event, Limits, ServerConnection  # noqa: E402
-from wshub.core.frames import encode_frame  # noqa: E402
+from wshub.core import Event, Limits, ServerConnection
+from wshub.core.frames import encode_frame
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: fuzz.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -55,7 +55,9 @@ def build_stream(spec: bytes, *, masked: bool) -> bytes:
             compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
             payload = compressor.compress(payload * 8) + compressor.flush(zlib.Z_SYNC_FLUSH)
             payload = payload[:-4]
-        frame = encode_frame(first & 0x0F, payload, fin=bool(first & 0x80), mask=MASK if masked else None)
+        frame = encode_frame(
+            first & 0x0F, payload, fin=bool(first & 0x80), mask=MASK if masked else None
+        )
         # Put the fuzzer's RSV bits in place (encode_frame only knows RSV1).
         out += bytes([first & 0xF0 | frame[0] & 0x0F]) + frame[1:]
     if i < len(spec):

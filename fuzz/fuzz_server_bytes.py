@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from _common import check_one_closed, chunked, main  # noqa: E402
+import _common
+from _common import check_one_closed, chunked, main
 
-from wshub.core import Event, HandshakeRequest, Limits, ServerConnection, State  # noqa: E402
+from wshub.core import Event, HandshakeRequest, Limits, ServerConnection, State
 
 PHASES = ("fresh", "deciding", "open", "closing", "http", "fresh-accept")
 UPGRADE = (
@@ -58,10 +58,13 @@ def test_one_input(data: bytes) -> None:
         new = conn.events_received()
         events += new
         # "fresh-accept": accept whatever upgrade the fuzzer managed to write.
-        if phase == "fresh-accept" and conn.state is State.DECIDING:
-            if any(isinstance(e, HandshakeRequest) for e in new):
-                conn.accept("fuzz")
-                events += conn.events_received()
+        if (
+            phase == "fresh-accept"
+            and conn.state is State.DECIDING
+            and any(isinstance(e, HandshakeRequest) for e in new)
+        ):
+            conn.accept("fuzz")
+            events += conn.events_received()
         conn.data_to_send()
     conn.receive_eof()
     conn.receive_eof()

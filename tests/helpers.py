@@ -19,7 +19,7 @@ from wshub.core import (
     ServerConnection,
     State,
 )
-from wshub.core.frames import Opcode, encode_frame
+from wshub.core.frames import encode_frame
 
 __all__ = [
     "KEY",
@@ -203,7 +203,9 @@ class ConnectionPair:
             if data:
                 self.client.receive_data(data)
                 moved = True
-            wants_close = self.client.should_close_transport() or self.server.should_close_transport()
+            wants_close = (
+                self.client.should_close_transport() or self.server.should_close_transport()
+            )
             if eof and wants_close and not self.transport_closed and not moved:
                 # Everything written has been delivered: now the TCP link goes.
                 self.transport_closed = True

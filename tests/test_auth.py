@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import FakeClock, upgrade_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import FakeClock, upgrade_request
 from wshub.core import HandshakeRequest, ServerConnection
 from wshub.core.auth import (
     SUBPROTOCOL,
@@ -87,7 +87,8 @@ def test_other_origins_are_403_even_with_a_valid_token(origin: str) -> None:
 
 def test_missing_origin_is_allowed_but_still_needs_a_token() -> None:
     denial = policy().authenticate(request())
-    assert isinstance(denial, Denial) and denial.status == 401
+    assert isinstance(denial, Denial)
+    assert denial.status == 401
     assert policy().authenticate(request(authorization="Bearer s3cret")) == ALICE
 
 
@@ -123,7 +124,8 @@ def test_query_token_only_when_enabled() -> None:
     req = request(query="room=1&token=s3cret")
     assert bearer_token(req) is None
     denial = policy().authenticate(req)
-    assert isinstance(denial, Denial) and denial.status == 401
+    assert isinstance(denial, Denial)
+    assert denial.status == 401
     assert bearer_token(req, allow_query=True) == "s3cret"
     assert policy(allow_query_token=True).authenticate(req) == ALICE
 
@@ -147,7 +149,8 @@ def test_select_subprotocol_property(offered: list[str], supported: list[str]) -
     req = request(subprotocols=tuple(offered))
     chosen = select_subprotocol(req, supported)
     if chosen is not None:
-        assert chosen in offered and chosen in supported
+        assert chosen in offered
+        assert chosen in supported
         assert not chosen.startswith(TOKEN_SUBPROTOCOL_PREFIX)
         # the first acceptable one in the client's order of preference
         ok = [p for p in offered if p in supported and not p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
@@ -165,7 +168,9 @@ def test_static_tokens_reject_empty(tokens: object) -> None:
 def test_static_tokens_from_iterable() -> None:
     tokens = StaticTokens(["a", "b"])
     found_a, found_b = tokens.verify("a"), tokens.verify("b")
-    assert found_a is not None and found_b is not None and found_a != found_b
+    assert found_a is not None
+    assert found_b is not None
+    assert found_a != found_b
     assert tokens.verify("") is None
     assert tokens.verify("c") is None
     assert tokens.verify("é") is None
@@ -180,7 +185,8 @@ def test_explicit_no_auth_mode_still_checks_origin() -> None:
     open_policy = AccessPolicy(require_auth=False, allowed_origins=["https://app.example"])
     assert open_policy.authenticate(request()) == Principal(id="anonymous")
     denial = open_policy.authenticate(request(origin="https://evil.test"))
-    assert isinstance(denial, Denial) and denial.status == 403
+    assert isinstance(denial, Denial)
+    assert denial.status == 403
 
 
 def test_policy_on_a_request_parsed_by_the_server() -> None:

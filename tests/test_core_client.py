@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import CountingRandom, FakeClock, closed_events, expected_accept
+
 from wshub.core import (
     ClientConnection,
     Closed,
@@ -21,7 +21,11 @@ from wshub.core.frames import encode_frame
 
 def client(**kwargs: object) -> tuple[ClientConnection, str]:
     conn = ClientConnection(
-        host="example.com", target="/ws?x=1", clock=FakeClock(), random=CountingRandom(), **kwargs  # type: ignore[arg-type]
+        host="example.com",
+        target="/ws?x=1",
+        clock=FakeClock(),
+        random=CountingRandom(),
+        **kwargs,  # type: ignore[arg-type]
     )
     request = conn.data_to_send().decode("latin-1")
     key = next(
@@ -48,7 +52,9 @@ def aborted(conn: ClientConnection) -> Closed:
     assert len(events) == 1, events
     [closed] = events
     assert isinstance(closed, Closed)
-    assert closed.code == 1006 and not closed.clean and closed.initiator is Side.LOCAL
+    assert closed.code == 1006
+    assert not closed.clean
+    assert closed.initiator is Side.LOCAL
     assert conn.state is State.CLOSED
     assert conn.should_close_transport()
     return closed
@@ -88,9 +94,7 @@ def test_key_comes_from_the_random_source() -> None:
 
 def test_valid_101_opens_and_trailing_frames_are_read() -> None:
     conn, key = client(subprotocols=("chat",))
-    conn.receive_data(
-        switching(key, "Sec-WebSocket-Protocol: chat") + encode_frame(0x1, b"hi")
-    )
+    conn.receive_data(switching(key, "Sec-WebSocket-Protocol: chat") + encode_frame(0x1, b"hi"))
     assert conn.events_received() == [
         Opened(subprotocol="chat", extensions=()),
         TextMessage(data="hi"),
@@ -175,9 +179,11 @@ def test_non_101_is_rejected_then_closed(status: int) -> None:
     assert len(events) == 2, events
     rejected, closed = events
     assert isinstance(rejected, Rejected)
-    assert rejected.status == status and rejected.body == body
+    assert rejected.status == status
+    assert rejected.body == body
     assert ("x-a", "b") in rejected.headers
-    assert isinstance(closed, Closed) and closed.code == 1006
+    assert isinstance(closed, Closed)
+    assert closed.code == 1006
     conn.receive_eof()
     assert conn.events_received() == []
 
@@ -190,7 +196,8 @@ def test_rejection_body_until_eof() -> None:
     conn.receive_eof()
     conn.receive_eof()
     events = conn.events_received()
-    assert isinstance(events[0], Rejected) and events[0].body == b"no entry"
+    assert isinstance(events[0], Rejected)
+    assert events[0].body == b"no entry"
     assert len(closed_events(events)) == 1
 
 
@@ -245,7 +252,8 @@ def test_client_frames_are_masked_with_the_random_source() -> None:
     conn.events_received()
     conn.send_binary(b"abc")
     frame = conn.data_to_send()
-    assert frame[0] == 0x82 and frame[1] == 0x80 | 3
+    assert frame[0] == 0x82
+    assert frame[1] == 0x80 | 3
     mask = frame[2:6]
     assert bytes(b ^ mask[i % 4] for i, b in enumerate(frame[6:])) == b"abc"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import zlib
 
 import pytest
-
 from helpers import ConnectionPair, client_frame, open_server
 from test_core_framing import parse_frames
+
 from wshub.core import BinaryMessage, TextMessage
 from wshub.core.deflate import (
     DeflateParams,
@@ -88,7 +88,11 @@ def test_client_no_context_takeover_is_echoed() -> None:
 
 
 def test_server_response_is_parsed_by_our_client() -> None:
-    for offer in ("permessage-deflate", client_offer(), "permessage-deflate; server_max_window_bits=9"):
+    for offer in (
+        "permessage-deflate",
+        client_offer(),
+        "permessage-deflate; server_max_window_bits=9",
+    ):
         agreed = negotiate_server([offer])
         assert agreed is not None
         params = parse_server_response([agreed[1]])
@@ -146,7 +150,8 @@ def test_uncompressed_message_on_deflate_connection() -> None:
 
 def test_round_trip_with_compression() -> None:
     pair = ConnectionPair(compression=True)
-    assert pair.client.deflate is not None and pair.server.deflate is not None
+    assert pair.client.deflate is not None
+    assert pair.server.deflate is not None
     messages = ["a" * 1000, "é" * 10, ""]
     for text in messages:
         pair.client.send_text(text)

@@ -4,8 +4,8 @@ protocol errors and the closing handshake, seen from the server."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import client_frame, close_payload, open_server
+
 from wshub.core import (
     BinaryMessage,
     Closed,
@@ -48,7 +48,8 @@ def failed_with(conn: ServerConnection, code: int) -> Closed:
     assert len(closed) == 1, events
     assert events[-1] is closed[0]
     assert closed[0].code == code, closed[0]
-    assert closed[0].initiator is Side.LOCAL and not closed[0].clean
+    assert closed[0].initiator is Side.LOCAL
+    assert not closed[0].clean
     frames = parse_frames(conn.data_to_send())
     assert frames[-1][0] == CLOSE
     assert int.from_bytes(frames[-1][1][:2], "big") == code
@@ -202,7 +203,9 @@ def test_valid_close_codes(code: int) -> None:
     conn = open_server()
     conn.receive_data(client_frame(CLOSE, close_payload(code)))
     [closed] = conn.events_received()
-    assert isinstance(closed, Closed) and closed.code == code and closed.clean
+    assert isinstance(closed, Closed)
+    assert closed.code == code
+    assert closed.clean
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
@@ -282,13 +285,16 @@ def test_eof_while_closing_is_1006_local() -> None:
     conn.receive_eof()
     [closed] = conn.events_received()
     assert isinstance(closed, Closed)
-    assert closed.code == 1006 and closed.initiator is Side.LOCAL and not closed.clean
+    assert closed.code == 1006
+    assert closed.initiator is Side.LOCAL
+    assert not closed.clean
 
 
 def test_prepared_message_is_framed_once_and_shared() -> None:
     message = PreparedMessage.text("broadcast")
     first, second = open_server(), open_server()
-    assert first.send_prepared(message) and second.send_prepared(message)
+    assert first.send_prepared(message)
+    assert second.send_prepared(message)
     a, b = first.data_to_send(), second.data_to_send()
     assert a == b
     assert parse_frames(a) == [(TEXT, b"broadcast")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import (
     KEY,
     FakeClock,
@@ -12,6 +11,7 @@ from helpers import (
     open_server,
     upgrade_request,
 )
+
 from wshub.core import (
     Closed,
     HandshakeRequest,
@@ -86,7 +86,9 @@ def test_repeated_host_is_400() -> None:
 
 @pytest.mark.parametrize("version", ["8", "14", "13, 8"])
 def test_wrong_version_is_426_with_supported_version(version: str) -> None:
-    request = upgrade_request(omit=["Sec-WebSocket-Version"], extra=[("Sec-WebSocket-Version", version)])
+    request = upgrade_request(
+        omit=["Sec-WebSocket-Version"], extra=[("Sec-WebSocket-Version", version)]
+    )
     status, out, closed = refused(request)
     assert status == 426
     assert "Sec-WebSocket-Version: 13" in header_lines(out)
@@ -124,7 +126,9 @@ def test_repeated_key_is_400() -> None:
 def test_sixteen_byte_key_is_accepted() -> None:
     other = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3 example
     conn = server()
-    conn.receive_data(upgrade_request(omit=["Sec-WebSocket-Key"], extra=[("Sec-WebSocket-Key", other)]))
+    conn.receive_data(
+        upgrade_request(omit=["Sec-WebSocket-Key"], extra=[("Sec-WebSocket-Key", other)])
+    )
     assert isinstance(conn.events_received()[0], HandshakeRequest)
     conn.accept()
     assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in header_lines(conn.data_to_send())
@@ -219,7 +223,8 @@ def test_plain_get_is_http_request_and_respond_closes() -> None:
     assert out.endswith(b"\r\n\r\n{}")
     assert "Content-Length: 2" in header_lines(out)
     [closed] = conn.events_received()
-    assert isinstance(closed, Closed) and closed.clean
+    assert isinstance(closed, Closed)
+    assert closed.clean
     assert conn.should_close_transport()
 
 
@@ -233,13 +238,15 @@ def test_reject_sends_status_and_reason() -> None:
     assert "X-Why: origin" in header_lines(out)
     assert out.endswith(b"origin not allowed")
     [closed] = conn.events_received()
-    assert isinstance(closed, Closed) and closed.clean and closed.initiator is Side.LOCAL
+    assert isinstance(closed, Closed)
+    assert closed.clean
+    assert closed.initiator is Side.LOCAL
     assert conn.state is State.CLOSED
 
 
 def test_decisions_before_a_request_raise_and_change_nothing() -> None:
     conn = server()
-    for call in (lambda: conn.accept(), lambda: conn.reject(400), lambda: conn.respond(200)):
+    for call in (conn.accept, lambda: conn.reject(400), lambda: conn.respond(200)):
         with pytest.raises(LocalProtocolError):
             call()
         assert conn.state is State.CONNECTING
@@ -253,7 +260,7 @@ def test_decisions_before_a_request_raise_and_change_nothing() -> None:
 
 def test_decisions_after_accept_raise_and_change_nothing() -> None:
     conn = open_server()
-    for call in (lambda: conn.accept(), lambda: conn.reject(400), lambda: conn.respond(200)):
+    for call in (conn.accept, lambda: conn.reject(400), lambda: conn.respond(200)):
         with pytest.raises(LocalProtocolError):
             call()
         assert conn.state is State.OPEN

@@ -8,9 +8,9 @@ import zlib
 from typing import Any
 
 import pytest
-
 from helpers import ConnectionPair, client_frame, open_server
 from test_core_framing import failed_with, parse_frames
+
 from wshub.core import BinaryMessage, Limits, PreparedMessage, State, TextMessage
 from wshub.core import deflate as deflate_module
 from wshub.core.deflate import DeflateParams, compress_message

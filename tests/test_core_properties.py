@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from helpers import (
     ConnectionPair,
@@ -26,6 +24,9 @@ from helpers import (
     closed_events,
     upgrade_request,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from wshub.core import (
     BinaryMessage,
     Closed,
@@ -133,7 +134,7 @@ def drive(
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite
@@ -258,8 +259,11 @@ def test_round_trip_in_memory(
         else (server_closed[0], client_closed[0])
     )
     assert remote == Closed(code=code, reason=reason, clean=True, initiator=Side.REMOTE)
-    assert local.code == code and local.clean and local.initiator is Side.LOCAL
-    assert pair.client.state is State.CLOSED and pair.server.state is State.CLOSED
+    assert local.code == code
+    assert local.clean
+    assert local.initiator is Side.LOCAL
+    assert pair.client.state is State.CLOSED
+    assert pair.server.state is State.CLOSED
 
 
 # -- arbitrary input and actions ------------------------------------------
@@ -391,7 +395,8 @@ def test_server_never_raises_on_arbitrary_bytes(phase: str, chunks: list[bytes])
         conn.receive_data(chunk)
     conn.receive_eof()
     events = conn.events_received()
-    assert len(closed_events(events)) == 1 and isinstance(events[-1], Closed)
+    assert len(closed_events(events)) == 1
+    assert isinstance(events[-1], Closed)
 
 
 @st.composite

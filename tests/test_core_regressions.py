@@ -7,6 +7,7 @@ import zlib
 
 from helpers import client_frame, open_server
 from test_core_framing import failed_with
+
 from wshub.core import Limits
 
 TEXT, BINARY, CONT = 0x1, 0x2, 0x0

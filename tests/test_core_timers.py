@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from helpers import ConnectionPair, FakeClock, client_frame, open_server, upgrade_request
 from test_core_framing import parse_frames
+
 from wshub.core import ClientConnection, Closed, Limits, ServerConnection, State
 from wshub.core.events import Side
 
@@ -16,11 +17,13 @@ def test_server_handshake_timeout_while_reading_is_408() -> None:
     conn.receive_data(b"GET / HTTP/1.1\r\n")
     assert conn.next_deadline() == clock.now + 5
     conn.handle_timer(clock.advance(4.999))
-    assert conn.state is State.CONNECTING and conn.data_to_send() == b""
+    assert conn.state is State.CONNECTING
+    assert conn.data_to_send() == b""
     conn.handle_timer(clock.advance(0.001))
     assert conn.data_to_send().startswith(b"HTTP/1.1 408 ")
     [closed] = conn.events_received()
-    assert isinstance(closed, Closed) and closed.initiator is Side.LOCAL
+    assert isinstance(closed, Closed)
+    assert closed.initiator is Side.LOCAL
     assert conn.next_deadline() is None
     conn.handle_timer(clock.advance(100))
     assert conn.events_received() == []
@@ -44,7 +47,8 @@ def test_client_handshake_timeout() -> None:
     assert conn.next_deadline() == clock.now + 3
     conn.handle_timer(clock.advance(3))
     [closed] = conn.events_received()
-    assert isinstance(closed, Closed) and closed.code == 1006
+    assert isinstance(closed, Closed)
+    assert closed.code == 1006
     assert conn.should_close_transport()
 
 
@@ -86,9 +90,11 @@ def test_pong_with_other_payload_does_not_clear_timeout() -> None:
     conn.handle_timer(clock.advance(5))
     [closed] = conn.events_received()
     assert isinstance(closed, Closed)
-    assert closed.code == 1011 and closed.initiator is Side.LOCAL
+    assert closed.code == 1011
+    assert closed.initiator is Side.LOCAL
     [(opcode, body)] = parse_frames(conn.data_to_send())
-    assert opcode == CLOSE and body[:2] == (1011).to_bytes(2, "big")
+    assert opcode == CLOSE
+    assert body[:2] == (1011).to_bytes(2, "big")
 
 
 def test_no_pong_is_1011() -> None:
@@ -98,8 +104,8 @@ def test_no_pong_is_1011() -> None:
     pair.server.data_to_send()  # the ping is lost
     pair.server.handle_timer(clock.advance(5))
     client_events, server_events = pair.pump()
-    assert [e for e in server_events if isinstance(e, Closed)][0].code == 1011
-    assert [e for e in client_events if isinstance(e, Closed)][0].code == 1011
+    assert next(e for e in server_events if isinstance(e, Closed)).code == 1011
+    assert next(e for e in client_events if isinstance(e, Closed)).code == 1011
 
 
 def test_keepalive_disabled() -> None:
@@ -137,7 +143,8 @@ def test_idle_timeout_closes_with_1001() -> None:
     conn.handle_timer(clock.advance(10))
     assert conn.state is State.CLOSING
     [(opcode, body)] = parse_frames(conn.data_to_send())
-    assert opcode == CLOSE and body[:2] == (1001).to_bytes(2, "big")
+    assert opcode == CLOSE
+    assert body[:2] == (1001).to_bytes(2, "big")
     conn.handle_timer(clock.advance(2))
     assert isinstance(conn.events_received()[-1], Closed)
 
