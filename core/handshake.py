@@ -133,22 +133,47 @@ def parse_upgrade_request(
     return handshake, key
 
 
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
 def _check_header_text(text: str) -> None:
     if "\r" in text or "\n" in text or "\x00" in text:
         raise ValueError(f"header text must not contain CR, LF or NUL: {text!r}")
 
 
+def _check_header(name: str, value: str) -> None:
+    """A header the application supplied: a token name (RFC 9110 §5.1), a safe value."""
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    _check_header_text(value)
+
+
 def http_response(status: int, headers: Headers = (), body: bytes = b"") -> bytes:
-    """Serialize a complete HTTP/1.1 response; non-101 responses close the connection."""
+    """Serialize a complete HTTP/1.1 response; non-101 responses close the connection.
+
+    The body is always sent whole with its length, so a caller's
+    ``Content-Length`` must match it and ``Transfer-Encoding`` is refused:
+    a second, different length would make the response ambiguous.
+    """
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    has_length = False
     for name, value in headers:
-        _check_header_text(name)
-        _check_header_text(value)
+        _check_header(name, value)
+        lowered = name.lower()
+        if lowered == "transfer-encoding":
+            raise ValueError("Transfer-Encoding is not supported: bodies are sent whole")
+        if lowered == "content-length":
+            if value.strip() != str(len(body)) or has_length:
+                raise ValueError(f"Content-Length {value!r} does not match the body")
+            has_length = True
         lines.append(f"{name}: {value}")
     if status != 101:
         if not any(name.lower() == "content-type" for name, _ in headers):
             lines.append("Content-Type: text/plain; charset=utf-8")
-        lines.append(f"Content-Length: {len(body)}")
+        if not has_length:
+            lines.append(f"Content-Length: {len(body)}")
         lines.append("Connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("latin-1") + body
@@ -176,7 +201,6 @@ def client_request(
     if extension_offer:
         fields.append(("Sec-WebSocket-Extensions", extension_offer))
     for name, value in headers:
-        _check_header_text(name)
-        _check_header_text(value)
+        _check_header(name, value)
         fields.append((name, value))
     return h11.Request(method="GET", target=target, headers=fields)

@@ -63,6 +63,7 @@ class ServerConnection(Connection):
         self._key = ""
         self._early = bytearray()
         self._head_bytes = 0
+        self._head_only = False  # the pending plain request is a HEAD
 
     # -- handshake input -------------------------------------------------
 
@@ -110,6 +111,7 @@ class ServerConnection(Connection):
             path, _, query = target.partition("?")
             self._pending = _Pending.HTTP
             method = request.method.decode("ascii", "replace")
+            self._head_only = method == "HEAD"
             self._events.append(HttpRequest(method=method, path=path, query=query, headers=headers))
             return
         parsed = parse_upgrade_request(request)
@@ -179,11 +181,20 @@ class ServerConnection(Connection):
             raise LocalProtocolError(f"no request to answer ({self._state.name})")
         if not 200 <= status <= 599:
             raise ValueError(f"status must be 200-599, got {status}")
-        http_response(status, headers)  # validates the headers before any state change
+        if self._head_only:
+            # RFC 9110 §9.3.2: a HEAD response has the headers of the GET one, no body.
+            response = http_response(status, headers, body)
+            response = response[: len(response) - len(body)]
+            self._answer_raw(status, response, body)
+            return
+        http_response(status, headers, body)  # validates the headers before any state change
         self._answer(status, body, headers, clean=True)
 
     def _answer(self, status: int, body: bytes, headers: Headers, *, clean: bool = True) -> None:
-        self._queue_raw(http_response(status, headers, body))
+        self._answer_raw(status, http_response(status, headers, body), body, clean=clean)
+
+    def _answer_raw(self, status: int, response: bytes, body: bytes, *, clean: bool = True) -> None:
+        self._queue_raw(response)
         self._close_transport = True
         self._pending = _Pending.NOTHING
         reason = (

@@ -369,3 +369,56 @@ def test_accept_after_eof_raises() -> None:
     with pytest.raises(LocalProtocolError):
         conn.accept()
     assert len(closed_events(conn.events_received())) == 1
+
+
+def _http_server() -> ServerConnection:
+    conn = server()
+    conn.receive_data(b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert isinstance(conn.events_received()[0], HttpRequest)
+    return conn
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("Content-Length", "3"),),
+        (("Content-Length", "2"), ("Content-Length", "2")),
+        (("Transfer-Encoding", "chunked"),),
+        (("Bad Name", "x"),),
+        (("X-A:", "x"),),
+        (("", "x"),),
+        (("X-Uni", "\u2603"),),
+    ],
+)
+def test_respond_refuses_ambiguous_or_malformed_headers(
+    headers: tuple[tuple[str, str], ...],
+) -> None:
+    conn = _http_server()
+    with pytest.raises(ValueError, match=r"(?i)header|length|encoding|latin"):
+        conn.respond(200, headers=headers, body=b"ok")
+    assert conn.state is State.DECIDING
+    assert conn.data_to_send() == b""
+
+
+def test_respond_with_matching_content_length_sends_one() -> None:
+    conn = _http_server()
+    conn.respond(200, headers=(("Content-Length", "2"),), body=b"ok")
+    out = conn.data_to_send()
+    assert [h for h in header_lines(out) if h.lower().startswith("content-length")] == [
+        "Content-Length: 2"
+    ]
+
+
+def test_head_response_has_length_but_no_body() -> None:
+    conn = server()
+    conn.receive_data(b"HEAD /health HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    [request] = conn.events_received()
+    assert isinstance(request, HttpRequest)
+    assert request.method == "HEAD"
+    conn.respond(200, body=b"healthy")
+    out = conn.data_to_send()
+    assert out.endswith(b"\r\n\r\n")
+    assert "Content-Length: 7" in header_lines(out)
+    [closed] = conn.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.clean
