@@ -421,3 +421,26 @@ def test_chunking_invariance_compressed_text(stream: bytes, cuts: list[int]) -> 
     limits = Limits(max_message_size=1000)
     whole = drive([stream], compression=True, limits=limits)
     assert drive(split(stream, cuts), compression=True, limits=limits) == whole
+
+
+@settings(SETTINGS, max_examples=150)
+@given(
+    st.sampled_from(["raw", "open", "open-deflate"]),
+    st.lists(st.binary(max_size=200), max_size=5),
+    st.booleans(),
+)
+def test_client_never_raises_on_arbitrary_bytes(
+    phase: str, chunks: list[bytes], close_first: bool
+) -> None:
+    pair = ConnectionPair(compression=phase == "open-deflate", accept=phase != "raw")
+    client = pair.client
+    events = list(pair.client_events)
+    if phase != "raw" and close_first:
+        client.close(1000)
+    for chunk in chunks:
+        client.receive_data(chunk)
+        events += client.events_received()
+    client.receive_eof()
+    events += client.events_received()
+    assert len(closed_events(events)) == 1
+    assert isinstance(events[-1], Closed)
