@@ -120,6 +120,10 @@ def parse_upgrade_request(
     target = request.target.decode("latin-1")
     path, _, query = target.partition("?")
     origins = _values(headers, "origin")
+    if len(origins) > 1:
+        # RFC 6454 §7.3: one Origin at most; two would let an allowlist check
+        # read one while a proxy or log reads the other.
+        return HandshakeFailure(400, "repeated Origin header")
     handshake = HandshakeRequest(
         method=method,
         path=path,

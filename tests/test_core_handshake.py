@@ -422,3 +422,11 @@ def test_head_response_has_length_but_no_body() -> None:
     [closed] = conn.events_received()
     assert isinstance(closed, Closed)
     assert closed.clean
+
+
+def test_repeated_origin_is_400() -> None:
+    request = upgrade_request(
+        extra=[("Origin", "https://ok.test"), ("Origin", "https://evil.test")]
+    )
+    status, _, _ = refused(request)
+    assert status == 400
