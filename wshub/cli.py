@@ -312,6 +312,8 @@ async def _publish(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    from .adapters import ConnectionClosed, HandshakeError
+
     try:
         if args.command == "serve":
             anyio.run(_serve, args)
@@ -321,4 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_publish, args)
     except KeyboardInterrupt:
         return 130
+    except (HandshakeError, ConnectionClosed, OSError) as exc:
+        # Expected failures of a network tool: one line, no traceback.
+        print(f"wshub: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
