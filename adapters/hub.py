@@ -491,6 +491,21 @@ class HubHandler(Handler, HubOperations):
         session._driver.abort()
 
 
+def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one ``Exception`` inside (possibly nested) groups, else None."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    if len(leaves) == 1 and isinstance(leaves[0], Exception):
+        return leaves[0]
+    return None
+
+
 class HubServer(HubOperations):
     """A WebSocket server whose connections are routed by a ``Hub``.
 
@@ -560,15 +575,25 @@ class HubServer(HubOperations):
     async def serve(
         self, *, task_status: TaskStatus[HubServer] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Listen, report started (with this server), serve until shut down or cancelled."""
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.handler.run)
-            try:
-                async with anyio.create_task_group() as serving:
-                    await serving.start(self.server.serve)
-                    task_status.started(self)
-            finally:
-                tg.cancel_scope.cancel()
+        """Listen, report started (with this server), serve until shut down or cancelled.
+
+        A single failure (the port is taken...) is raised as itself, not
+        wrapped in an exception group.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.handler.run)
+                try:
+                    async with anyio.create_task_group() as serving:
+                        await serving.start(self.server.serve)
+                        task_status.started(self)
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            leaf = _single_error(group)
+            if leaf is None:
+                raise
+            raise leaf from None
 
     def shutdown(self) -> None:
         """Stop gracefully (call from the event loop); ``serve`` returns when done."""
