@@ -4,8 +4,9 @@ from .client import ClientSession, connect
 from .echo import EchoHandler
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
 from .handler import Accept, Handler, HttpResponse
-from .hub import HubHandler, HubOperations, HubServer
+from .hub import HubHandler, HubServer
 from .hub_context import CommandContext, CommandError, ConnectionContext
+from .hub_operations import HubOperations
 from .server import WebSocketServer, serve
 from .session import ServerSession
 from .threaded import HubStoppedError, ThreadedHub

@@ -24,49 +24,45 @@ sessions concerned. Call them from the event loop; from other threads use
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
-import math
 import ssl as _ssl
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from ..core import Closed, HandshakeRequest, HttpRequest, Limits
 from ..core.auth import SUBPROTOCOL, Authenticator, Denial, Principal, select_subprotocol
-from ..core.envelope import Codec, ErrorCode, RequestId
+from ..core.envelope import Codec
 from ..core.hub import Hub
 from ..core.hub_config import HubConfig
 from ..core.hub_events import (
     BinaryReceived,
-    CommandExpired,
     CommandRequest,
     HubEvent,
     PresenceChanged,
     Published,
 )
-from ..core.hub_stats import HubStats, prometheus_text
+from ..core.hub_stats import prometheus_text
 from ..core.registry import ConnectionInfo, remote_host
-from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy, TopicPolicy
+from ..core.topics import TopicPolicy
 from .handler import Accept, Handler, HttpResponse
+from .hub_commands import CommandRunner, log_conn
 from .hub_context import (
     BinaryHandler,
     CommandContext,
-    CommandError,
     CommandHandler,
     ConnectionContext,
 )
+from .hub_operations import HubOperations
 from .server import WebSocketServer
 from .session import ServerSession
 
-__all__ = ["METRICS_CONTENT_TYPE", "HubHandler", "HubOperations", "HubServer"]
-
-logger = logging.getLogger("wshub.hub")
+__all__ = ["METRICS_CONTENT_TYPE", "HubHandler", "HubServer"]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -77,88 +73,6 @@ EventListener = Callable[[HubEvent], None]
 #: Called when a connection joins (``info``) or leaves (``info``, ``Closed``).
 ConnectListener = Callable[[ConnectionInfo], Any]
 DisconnectListener = Callable[[ConnectionInfo, Closed], Any]
-
-
-def _log(level: int, conn_id: str, message: str, *args: object, exc: bool = False) -> None:
-    """Log with the connection id both in the text and as ``record.conn_id``."""
-    logger.log(level, "[%s] " + message, conn_id, *args, extra={"conn_id": conn_id}, exc_info=exc)
-
-
-@dataclass(frozen=True, slots=True)
-class _Command:
-    func: CommandHandler
-    is_async: bool
-
-
-class HubOperations:
-    """The application's handle on a running hub: synchronous, non-blocking.
-
-    Each method returns how many connections the message was queued for (or
-    whether the connection was found). Shared by ``HubHandler`` and
-    ``HubServer``; ``ThreadedHub`` offers the same names as blocking calls.
-    """
-
-    hub: Hub
-
-    def broadcast(
-        self, message_type: str, payload: object, *, exclude: str | Collection[str] | None = None
-    ) -> int:
-        """Send one envelope to every connection but ``exclude`` (ids)."""
-        return self.hub.broadcast(message_type, payload, exclude=exclude)
-
-    def publish(
-        self,
-        topic: str,
-        payload: object,
-        *,
-        message_type: str = "message",
-        droppable: bool = False,
-    ) -> int:
-        """Publish to a topic's subscribers (with the next ``seq``)."""
-        return self.hub.publish(topic, payload, message_type=message_type, droppable=droppable)
-
-    def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
-        """Send to one connection: 1 if queued, 0 if unknown or closing."""
-        return self.hub.send_to(conn_id, message_type, payload)
-
-    def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
-        """Send to every connection of one principal."""
-        return self.hub.send_to_principal(principal_id, message_type, payload)
-
-    def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
-        """Start closing one connection; False if unknown or not open."""
-        return self.hub.disconnect(conn_id, code, reason)
-
-    def subscribe(self, conn_id: str, topic: str) -> None:
-        """Subscribe a connection server-side (no policy check)."""
-        self.hub.subscribe(conn_id, topic)
-
-    def unsubscribe(self, conn_id: str, topic: str) -> None:
-        self.hub.unsubscribe(conn_id, topic)
-
-    def configure_topic(
-        self,
-        name: str,
-        *,
-        publish: PublishPolicy = "none",
-        subscribe: SubscribePolicy = "all",
-        presence: bool = False,
-        slow_consumer: SlowConsumerPolicy = "disconnect",
-    ) -> None:
-        """Set a topic's policy (who may publish and subscribe, presence, slow consumers)."""
-        self.hub.configure_topic(
-            name,
-            publish=publish,
-            subscribe=subscribe,
-            presence=presence,
-            slow_consumer=slow_consumer,
-        )
-
-    def connections(self) -> list[ConnectionInfo]:
-        return self.hub.connections()
-
-    def stats(self) -> HubStats:
-        return self.hub.stats()
 
 
 class HubHandler(Handler, HubOperations):
@@ -201,13 +115,8 @@ class HubHandler(Handler, HubOperations):
             default_topic=default_topic,
         )
         self._sessions: dict[str, ServerSession] = {}
-        self._commands: dict[str, _Command] = {}
         self._binary: BinaryHandler | None = None
-        self._running: dict[tuple[str, RequestId], anyio.CancelScope] = {}
-        self._tg: TaskGroup | None = None
-        self._timer_scope: anyio.CancelScope | None = None
-        self._armed = math.inf
-        self._stopping = False
+        self._commands = CommandRunner(self.hub)
 
     # -- registration ------------------------------------------------------
 
@@ -236,8 +145,7 @@ class HubHandler(Handler, HubOperations):
         timeout: float | None = None,
     ) -> None:
         """Register a command handler (the non-decorator form of ``command``)."""
-        self.hub.register_command(name, scope=scope, timeout=timeout)
-        self._commands[name] = _Command(func, inspect.iscoroutinefunction(func))
+        self._commands.add(name, func, scope=scope, timeout=timeout)
 
     def binary(self, func: BinaryHandler) -> BinaryHandler:
         """Decorator: handle binary messages with ``async handler(ctx, data)``.
@@ -252,24 +160,11 @@ class HubHandler(Handler, HubOperations):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the command task group and the hub's timer until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                tg.start_soon(self._timer_loop)
-                task_status.started()
-                await anyio.sleep_forever()
-            finally:
-                self._tg = None
-                tg.cancel_scope.cancel()
+        await self._commands.run(task_status=task_status)
 
     def begin_shutdown(self) -> None:
         """Refuse new work: answer pending commands ``shutting_down``, cancel them."""
-        self._stopping = True
-        for (conn_id, request_id), scope in list(self._running.items()):
-            self.hub.reply_error(
-                conn_id, request_id, ErrorCode.SHUTTING_DOWN.value, "server is shutting down"
-            )
-            scope.cancel()
+        self._commands.shutdown()
 
     # -- Handler hooks -----------------------------------------------------
 
@@ -280,17 +175,17 @@ class HubHandler(Handler, HubOperations):
         if inspect.isawaitable(decision):
             decision = await decision
         if isinstance(decision, Denial):
-            _log(logging.INFO, session.id, "refused: %s %s", decision.status, decision.reason)
+            log_conn(logging.INFO, session.id, "refused: %s %s", decision.status, decision.reason)
             return decision
         if not isinstance(decision, Principal):
-            _log(logging.ERROR, session.id, "authenticator returned %r", decision)
+            log_conn(logging.ERROR, session.id, "authenticator returned %r", decision)
             return Denial(500, "internal error")
-        if self._stopping:
+        if self._commands.stopping:
             return Denial(503, "server shutting down")
         # No await from here to the hub.add in on_open: admission stays exact.
         admission = self.hub.admit(decision.id, remote_host(session.remote))
         if not admission.ok:
-            _log(
+            log_conn(
                 logging.INFO,
                 session.id,
                 "not admitted (%s): %s %s",
@@ -314,7 +209,7 @@ class HubHandler(Handler, HubOperations):
         conn_id = session.id
         self._sessions[conn_id] = session
         info = self.hub.add(conn_id, session.core, principal=principal, remote=session.remote)
-        _log(logging.INFO, conn_id, "open: principal %s from %s", principal.id, session.remote)
+        log_conn(logging.INFO, conn_id, "open: principal %s from %s", principal.id, session.remote)
         if self.on_connect is not None:
             await self._call_listener(conn_id, "on_connect", self.on_connect, info)
 
@@ -332,13 +227,10 @@ class HubHandler(Handler, HubOperations):
         info = self.hub.connection(conn_id)
         events = self.hub.remove(conn_id)
         self._sessions.pop(conn_id, None)
-        for (owner, request_id), scope in list(self._running.items()):
-            if owner == conn_id:
-                scope.cancel()
-                del self._running[owner, request_id]
+        self._commands.cancel_connection(conn_id)
         if info is None:
             return
-        _log(
+        log_conn(
             logging.INFO if event.code in (1000, 1001) else logging.WARNING,
             conn_id,
             "closed: %s %s (%s)",
@@ -346,8 +238,8 @@ class HubHandler(Handler, HubOperations):
             event.reason,
             event.initiator.name.lower() if event.initiator is not None else "transport",
         )
-        if event.code == 1013 and self._tg is not None:
-            self._tg.start_soon(self._drop_after_grace, session)
+        if event.code == 1013:
+            self._commands.start_soon(self._drop_after_grace, session)
         if events:
             await self._handle_events(events)
         if self.on_disconnect is not None:
@@ -366,7 +258,7 @@ class HubHandler(Handler, HubOperations):
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            _log(logging.ERROR, conn_id, "%s raised", name, exc=True)
+            log_conn(logging.ERROR, conn_id, "%s raised", name, exc=True)
 
     async def _handle_events(self, events: list[HubEvent]) -> None:
         for event in events:
@@ -378,8 +270,8 @@ class HubHandler(Handler, HubOperations):
                 try:
                     self.on_event(event)
                 except Exception:
-                    _log(logging.ERROR, event.conn_id, "on_event raised", exc=True)
-        self._rearm_timer()
+                    log_conn(logging.ERROR, event.conn_id, "on_event raised", exc=True)
+        self._commands.rearm()
 
     async def _on_binary(self, event: BinaryReceived) -> None:
         conn_id = event.conn_id
@@ -391,102 +283,29 @@ class HubHandler(Handler, HubOperations):
         try:
             await self._binary(ctx, event.data)
         except Exception:
-            _log(logging.ERROR, conn_id, "binary handler raised", exc=True)
+            log_conn(logging.ERROR, conn_id, "binary handler raised", exc=True)
 
     def _start_command(self, request: CommandRequest) -> None:
-        conn_id, request_id = request.conn_id, request.request_id
-        command = self._commands.get(request.name)
-        info = self.hub.connection(conn_id)
-        if self._tg is None or self._stopping or command is None or info is None:
-            # Not running (or a command registered on the Hub directly).
-            code = ErrorCode.SHUTTING_DOWN if command is not None else ErrorCode.COMMAND_FAILED
-            self.hub.reply_error(conn_id, request_id, code.value, "command unavailable")
+        info = self.hub.connection(request.conn_id)
+        if info is None:  # pragma: no cover - the hub only reports open connections
             return
         ctx = CommandContext(
-            conn_id=conn_id,
+            conn_id=request.conn_id,
             principal=request.principal,
             info=info,
             hub=self,
-            request_id=request_id,
+            request_id=request.request_id,
             command=request.name,
             deadline=request.deadline,
         )
-        scope = anyio.CancelScope()
-        self._running[conn_id, request_id] = scope
-        self._tg.start_soon(self._run_command, ctx, command, request.payload, scope)
-
-    async def _run_command(
-        self, ctx: CommandContext, command: _Command, payload: Any, scope: anyio.CancelScope
-    ) -> None:
-        conn_id, request_id = ctx.conn_id, ctx.request_id
-        key = (conn_id, request_id)
-        hub = self.hub
-        try:
-            with scope:
-                try:
-                    if command.is_async:
-                        result = await command.func(ctx, payload)
-                    else:
-                        call = functools.partial(command.func, ctx, payload)
-                        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-                except CommandError as exc:
-                    hub.reply_error(conn_id, request_id, exc.code, exc.message)
-                    return
-                except Exception:
-                    _log(logging.ERROR, conn_id, "command %r raised", ctx.command, exc=True)
-                    hub.reply_error(
-                        conn_id, request_id, ErrorCode.COMMAND_FAILED.value, "command failed"
-                    )
-                    return
-                try:
-                    hub.reply(conn_id, request_id, result)
-                except (TypeError, ValueError):
-                    _log(
-                        logging.ERROR,
-                        conn_id,
-                        "command %r returned a value JSON cannot carry",
-                        ctx.command,
-                        exc=True,
-                    )
-                    hub.reply_error(
-                        conn_id, request_id, ErrorCode.COMMAND_FAILED.value, "command failed"
-                    )
-        finally:
-            if self._running.get(key) is scope:
-                del self._running[key]
-
-    async def _timer_loop(self) -> None:
-        """Sleep until the hub's next deadline; answer timeouts; cancel handlers."""
-        while True:
-            deadline = self.hub.next_deadline()
-            self._armed = math.inf if deadline is None else deadline
-            with anyio.CancelScope(deadline=self._armed) as scope:
-                self._timer_scope = scope
-                await anyio.sleep_forever()
-            self._timer_scope = None
-            for event in self.hub.handle_timer(anyio.current_time()):
-                if isinstance(event, CommandExpired):
-                    key = (event.conn_id, event.request_id)
-                    _log(logging.WARNING, event.conn_id, "command %r timed out", event.name)
-                    running = self._running.pop(key, None)
-                    if running is not None:
-                        running.cancel()
-
-    def _rearm_timer(self) -> None:
-        scope = self._timer_scope
-        if scope is None:
-            return
-        deadline = self.hub.next_deadline()
-        if deadline is not None and deadline < self._armed:
-            self._armed = deadline
-            scope.deadline = deadline
+        self._commands.start(ctx, request.payload)
 
     async def _drop_after_grace(self, session: ServerSession) -> None:
         """A failed (1013) connection whose peer does not read: stop waiting for it."""
         with anyio.move_on_after(self.slow_consumer_grace):
             await session.wait_closed()
             return
-        _log(logging.INFO, session.id, "dropping the transport of a slow consumer")
+        log_conn(logging.INFO, session.id, "dropping the transport of a slow consumer")
         # ServerSession has no public abort yet; the driver's is what shutdown uses.
         session._driver.abort()
 
