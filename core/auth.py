@@ -12,10 +12,12 @@ never echoed back (the server selects another offered one, if any).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+from urllib.parse import unquote
 
 from .events import HandshakeRequest, Headers
 
@@ -81,7 +83,7 @@ def bearer_token(request: HandshakeRequest, *, allow_query: bool = False) -> str
         for pair in request.query.split("&"):
             name, _, value = pair.partition("=")
             if name == "token" and value:
-                return value
+                return unquote(value)
     return None
 
 
@@ -94,11 +96,16 @@ def select_subprotocol(request: HandshakeRequest, supported: Iterable[str]) -> s
     return None
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
 class StaticTokens:
     """A fixed set of tokens, each mapped to a principal; constant-time compare.
 
-    Every configured token is compared (no early exit), so timing reveals
-    neither which token matched nor how many characters did.
+    Tokens are compared as SHA-256 digests, every one of them (no early
+    exit), so timing reveals neither which token matched, nor how many
+    characters did, nor the tokens' lengths.
     """
 
     def __init__(self, tokens: dict[str, Principal] | Iterable[str]) -> None:
@@ -108,10 +115,10 @@ class StaticTokens:
             items = [(t, Principal(id=f"token-{i}")) for i, t in enumerate(tokens)]
         if not items or any(not t for t, _ in items):
             raise ValueError("StaticTokens needs at least one non-empty token")
-        self._tokens = [(t.encode("utf-8"), p) for t, p in items]
+        self._tokens = [(_digest(t), p) for t, p in items]
 
     def verify(self, token: str) -> Principal | None:
-        candidate = token.encode("utf-8")
+        candidate = _digest(token)
         found: Principal | None = None
         for secret, principal in self._tokens:
             if hmac.compare_digest(candidate, secret):

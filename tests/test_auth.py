@@ -206,3 +206,16 @@ def test_policy_on_a_request_parsed_by_the_server() -> None:
     chosen = select_subprotocol(req, [SUBPROTOCOL])
     conn.accept(ALICE, subprotocol=chosen)
     assert b"Sec-WebSocket-Protocol: wshub.v1\r\n" in conn.data_to_send()
+
+
+def test_query_token_is_percent_decoded() -> None:
+    req = request(query="token=a%2Bb%3D")
+    assert bearer_token(req, allow_query=True) == "a+b="
+
+
+def test_static_tokens_of_different_lengths_all_verify() -> None:
+    tokens = StaticTokens({"short": ALICE, "a-much-longer-token-value": Principal(id="bob")})
+    assert tokens.verify("short") == ALICE
+    assert tokens.verify("a-much-longer-token-value") == Principal(id="bob")
+    assert tokens.verify("shor") is None
+    assert tokens.verify("") is None
