@@ -1,0 +1,102 @@
+"""The fast path for whole small data frames must be invisible.
+
+``Connection._fast_messages`` decodes the common frames itself and hands
+everything else to wsproto. These tests pin the wsproto internals it reads
+and check, with hypothesis, that any mix of frames gives exactly the events
+and output of wsproto's general parser, for any split of the input.
+"""
+
+from __future__ import annotations
+
+from helpers import MASK, ConnectionPair, client_frame, open_server
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wshub.core import BinaryMessage, Limits, TextMessage
+from wshub.core.connection import Connection
+
+LIMITS = Limits(max_message_size=300)
+
+
+def _frames() -> st.SearchStrategy[bytes]:
+    text = st.text(max_size=40).map(lambda t: client_frame(0x1, t.encode("utf-8")))
+    binary = st.binary(max_size=400).map(lambda b: client_frame(0x2, b))
+    bad_utf8 = st.just(client_frame(0x1, b"ok\xff"))
+    medium = st.integers(126, 300).map(lambda n: client_frame(0x2, b"m" * n))
+    ping = st.binary(max_size=10).map(lambda b: client_frame(0x9, b))
+    fragment = st.tuples(st.binary(max_size=20), st.binary(max_size=20)).map(
+        lambda ab: client_frame(0x2, ab[0], fin=False) + client_frame(0x0, ab[1])
+    )
+    unmasked = st.just(client_frame(0x2, b"no mask", mask=None))
+    rsv = st.just(client_frame(0x2, b"rsv", rsv1=True))
+    non_minimal = st.just(bytes([0x82, 0xFE, 0x00, 0x05]) + MASK + b"hello")
+    close = st.just(client_frame(0x8, b"\x03\xe8bye"))
+    return st.one_of(
+        text, binary, bad_utf8, medium, ping, fragment, unmasked, rsv, non_minimal, close
+    )
+
+
+def _run(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[object], bytes]:
+    server = open_server(limits=LIMITS)
+    if not fast:
+        server._fast_messages = lambda data: 0  # type: ignore[method-assign]
+    out = b""
+    events: list[object] = []
+    previous = 0
+    for cut in [*sorted(set(cuts)), len(stream)]:
+        server.receive_data(stream[previous:cut])
+        previous = cut
+        events.extend(server.events_received())
+        out += server.data_to_send()
+    return events, out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(_frames(), max_size=8),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=5),
+)
+def test_fast_path_matches_wsproto_for_any_split(
+    frames: list[bytes], cut_fractions: list[float]
+) -> None:
+    stream = b"".join(frames)
+    cuts = [int(f * len(stream)) for f in cut_fractions]
+    reference = _run(stream, [], fast=False)
+    assert _run(stream, [], fast=True) == reference
+    assert _run(stream, cuts, fast=True) == reference
+
+
+def test_fast_path_reads_these_wsproto_internals() -> None:
+    # If a wsproto release renames them, fail here rather than misparse.
+    server = open_server()
+    proto = server._proto
+    assert proto is not None
+    assert proto.idle()
+    server.receive_data(client_frame(0x1, b"partial")[:5])
+    assert not proto.idle()
+
+
+def test_fast_path_takes_whole_frames() -> None:
+    server = open_server()
+    calls: list[int] = []
+    original = Connection._fast_messages
+
+    def spy(data: bytes) -> int:
+        consumed = original(server, data)
+        calls.append(consumed)
+        return consumed
+
+    server._fast_messages = spy  # type: ignore[method-assign]
+    stream = client_frame(0x1, b"one") + client_frame(0x1, "two é".encode())
+    server.receive_data(stream)
+    assert calls == [len(stream)]
+    assert server.events_received() == [TextMessage(data="one"), TextMessage(data="two é")]
+
+
+def test_client_side_fast_path_reads_unmasked_frames() -> None:
+    pair = ConnectionPair()
+    pair.pump(eof=False)
+    pair.server.send_text("from server")
+    pair.server.send_binary(b"\x00\x01")
+    client_events, _ = pair.pump(eof=False)
+    assert client_events[-2:] == [TextMessage(data="from server"), BinaryMessage(data=b"\x00\x01")]
