@@ -151,7 +151,9 @@ class Driver:
             while events:
                 for event in events:
                     await self._dispatch(event)
-                    self.notify()
+                # Sends made by the handlers notified already; this one covers
+                # what the core did by itself (pongs, close echoes, failures).
+                self.notify()
                 events = core.events_received()
             if core.state is State.CLOSED:
                 self._closed_dispatched = True

@@ -267,13 +267,20 @@ class Connection:
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must next be called, or None."""
         state = self._state
+        if state is State.OPEN:
+            # Called after every message by the adapters: no allocation here.
+            best = self._next_ping
+            pong = self._pong_deadline
+            if pong is not None and (best is None or pong < best):
+                best = pong
+            idle = self.limits.idle_timeout
+            if idle is not None:
+                at = self._last_receive + idle
+                if best is None or at < best:
+                    best = at
+            return best
         if state in (State.CONNECTING, State.DECIDING):
             return self._handshake_deadline
-        if state is State.OPEN:
-            candidates = [d for d in (self._next_ping, self._pong_deadline) if d is not None]
-            if self.limits.idle_timeout is not None:
-                candidates.append(self._last_receive + self.limits.idle_timeout)
-            return min(candidates, default=None)
         if state is State.CLOSING:
             return self._close_deadline
         return None
