@@ -306,8 +306,7 @@ class HubHandler(Handler, HubOperations):
             await session.wait_closed()
             return
         log_conn(logging.INFO, session.id, "dropping the transport of a slow consumer")
-        # ServerSession has no public abort yet; the driver's is what shutdown uses.
-        session._driver.abort()
+        session.abort()
 
 
 def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:

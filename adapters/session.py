@@ -125,6 +125,14 @@ class ServerSession:
         """Wake the writer after other code queued bytes on ``core`` directly."""
         self._driver.notify()
 
+    def abort(self) -> None:
+        """Drop the transport now, without flushing or waiting for the peer.
+
+        For peers that stopped reading: after a 1013 close they would hold the
+        connection until ``close_timeout``.
+        """
+        self._driver.abort()
+
     async def wait_closed(self) -> Closed:
         """Wait until the connection is over (Closed dispatched, transport done)."""
         await self._done.wait()

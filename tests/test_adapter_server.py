@@ -352,6 +352,26 @@ async def test_exception_in_on_message_closes_1011_and_spares_others(
     assert "handler bug" not in info.value.reason
 
 
+async def test_session_abort_drops_the_transport_without_a_close_frame(
+    running_server: Any, raw_client: Any
+) -> None:
+    class Aborting(Recorder):
+        async def on_message(self, session: ServerSession, message: str | bytes) -> None:
+            session.abort()
+
+    handler = Aborting()
+    with anyio.fail_after(10):
+        async with running_server(handler) as server, raw_client(server.port) as client:
+            await client.handshake()
+            await client.send_frame(0x1, b"please go")
+            rest = await client.read_to_eof()
+            assert rest == b""  # no close frame: the transport was just dropped
+            await handler.all_closed.wait()
+    [event] = handler.closed.values()
+    assert event.code == 1006
+    assert not event.clean
+
+
 async def test_exception_in_on_handshake_gives_500(running_server: Any) -> None:
     class Broken(Handler):
         async def on_handshake(self, session: ServerSession, request: HandshakeRequest) -> Denial:
