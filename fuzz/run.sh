@@ -8,9 +8,6 @@ set -euo pipefail
 seconds="${1:-60}"
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${PYTHON:-python}"
-if [ -x "$here/../../venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then
-    python="$here/../../venv/bin/python"
-fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$here/artifacts"
