@@ -27,8 +27,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -79,7 +80,9 @@ def test_error_codes(text: str, code: ErrorCode) -> None:
 
 def test_length_bounds_of_id_topic_and_type() -> None:
     assert isinstance(parse(json.dumps({"message_type": "x", "id": "i" * 128})), Request)
-    assert error_code(json.dumps({"message_type": "x", "id": "i" * 129})) is ErrorCode.INVALID_ENVELOPE
+    assert (
+        error_code(json.dumps({"message_type": "x", "id": "i" * 129})) is ErrorCode.INVALID_ENVELOPE
+    )
     assert isinstance(parse(json.dumps({"message_type": "x", "topic": "t" * 256})), Request)
     bad_topic = json.dumps({"message_type": "x", "topic": "t" * 257})
     assert error_code(bad_topic) is ErrorCode.INVALID_ENVELOPE
@@ -134,11 +137,17 @@ def test_encode_is_compact_utf8_and_orders_fields() -> None:
     data = encode_envelope(
         "message", {"é": 1}, timestamp=5, topic="t", seq=2, id="r", ok=True, error=("c", "m")
     )
-    assert data == (
-        '{"message_type":"message","topic":"t","seq":2,"id":"r","ok":true,'
-        '"payload":{"é":1},"error":{"code":"c","message":"m"},"timestamp":5}'
-    ).encode()
-    assert encode_envelope("x", None, timestamp=0) == b'{"message_type":"x","payload":null,"timestamp":0}'
+    assert (
+        data
+        == (
+            '{"message_type":"message","topic":"t","seq":2,"id":"r","ok":true,'
+            '"payload":{"é":1},"error":{"code":"c","message":"m"},"timestamp":5}'
+        ).encode()
+    )
+    assert (
+        encode_envelope("x", None, timestamp=0)
+        == b'{"message_type":"x","payload":null,"timestamp":0}'
+    )
 
 
 def test_encode_refuses_what_json_cannot_carry() -> None:

@@ -99,7 +99,9 @@ def test_remove_is_idempotent_and_forgets_everything() -> None:
     h.send(a, {"message_type": "nope"})  # an error in a's window
     b.receive()
     events = h.hub.remove(a.conn_id)
-    assert events == [PresenceChanged(topic="room", conn_id="c1", principal_id="alice", joined=False)]
+    assert events == [
+        PresenceChanged(topic="room", conn_id="c1", principal_id="alice", joined=False)
+    ]
     assert h.hub.remove(a.conn_id) == []
     assert b.receive()[-1]["payload"] == {"event": "leave", "conn_id": "c1", "principal": "alice"}
     assert h.hub.reply(a.conn_id, 1, "late") is False

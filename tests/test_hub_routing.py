@@ -46,7 +46,11 @@ def test_broadcast_encodes_once_and_reaches_all_but_excluded() -> None:
     assert codec.dumps_calls == before + 1
     assert sorted(h.outputs) == ["c1", "c3"]
     got_a, got_c = a.receive(), c.receive()
-    assert got_a == got_c == [{"message_type": "news", "payload": {"n": 1}, "timestamp": got_a[0]["timestamp"]}]
+    assert (
+        got_a
+        == got_c
+        == [{"message_type": "news", "payload": {"n": 1}, "timestamp": got_a[0]["timestamp"]}]
+    )
     assert b.receive() == []
     assert h.hub.broadcast("news", 2, exclude=[a.conn_id, c.conn_id]) == 1
     assert payloads(b) == [2]
@@ -126,8 +130,13 @@ def test_configured_topic_keeps_its_seq() -> None:
     peer = h.connect()
     reply = subscribe(h, peer, "kept", 9)
     assert reply == [
-        {"message_type": "reply", "id": 9, "ok": True, "payload": {"topic": "kept", "seq": 1},
-         "timestamp": reply[0]["timestamp"]}
+        {
+            "message_type": "reply",
+            "id": 9,
+            "ok": True,
+            "payload": {"topic": "kept", "seq": 1},
+            "timestamp": reply[0]["timestamp"],
+        }
     ]
     h.send(peer, {"message_type": "unsubscribe", "topic": "kept", "id": 10})
     assert peer.receive()[0]["payload"] == {"topic": "kept"}
@@ -152,7 +161,11 @@ def test_topic_is_required_for_reserved_types() -> None:
     for kind in ("subscribe", "unsubscribe", "publish"):
         h.send(peer, {"message_type": kind, "id": kind})
         [reply] = peer.receive()
-        assert (reply["id"], reply["ok"], reply["error"]["code"]) == (kind, False, "invalid_envelope")
+        assert (reply["id"], reply["ok"], reply["error"]["code"]) == (
+            kind,
+            False,
+            "invalid_envelope",
+        )
         h.send(peer, {"message_type": kind})
         assert peer.receive()[0]["message_type"] == "error"
 
@@ -175,7 +188,9 @@ def test_publish_policy_subscribers() -> None:
     h.send(outsider, {"message_type": "publish", "topic": "chat", "id": 1, "payload": "x"})
     assert outsider.receive()[0]["error"]["code"] == "forbidden"
     events = h.send(member, {"message_type": "publish", "topic": "chat", "id": 2, "payload": "y"})
-    assert events == [Published(conn_id=member.conn_id, topic="chat", seq=1, payload="y", delivered=1)]
+    assert events == [
+        Published(conn_id=member.conn_id, topic="chat", seq=1, payload="y", delivered=1)
+    ]
     got = member.receive()
     assert [(m["message_type"], m["payload"]) for m in got] == [
         ("message", "y"),
@@ -246,7 +261,9 @@ def test_presence_join_and_leave() -> None:
     ]
     assert reply[1]["payload"] == {"event": "join", "conn_id": b.conn_id, "principal": "bob"}
     events = h.send(b, {"message_type": "unsubscribe", "topic": "room"})
-    assert events == [PresenceChanged(topic="room", conn_id=b.conn_id, principal_id="bob", joined=False)]
+    assert events == [
+        PresenceChanged(topic="room", conn_id=b.conn_id, principal_id="bob", joined=False)
+    ]
     got = a.receive()
     assert [(m["message_type"], m["topic"], m["payload"]["event"]) for m in got] == [
         ("presence", "room", "join"),

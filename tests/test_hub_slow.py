@@ -6,7 +6,8 @@ from typing import Any
 
 from hub_helpers import HubHarness, Peer
 
-from wshub.core import Limits, State
+from wshub.core import Limits, PreparedMessage, State
+from wshub.core.envelope import encode_envelope
 from wshub.core.hub_stats import prometheus_text
 
 CAP = 400
@@ -156,3 +157,33 @@ def test_compressed_slow_consumer_uses_its_compressed_frame_size() -> None:
     results = [h.hub.publish("z", "a" * 1000, droppable=True) for _ in range(5)]
     assert results == [1] * 5
     assert [seq for kind, seq in topic_items(peer) if kind == "seq"] == [1, 2, 3, 4, 5]
+
+
+def test_a_message_that_fits_only_without_its_notice_is_dropped() -> None:
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    peer = h.connect()
+    h.hub.subscribe(peer.conn_id, "ticks")
+    for _ in range(3):
+        h.hub.publish("ticks", PAD, droppable=True)
+    assert h.hub.stats().drops == 1
+    peer.server.data_to_send()  # read and lost: the outbox is empty, one drop is owed
+
+    ts = int(h.wall() * 1000)
+
+    def frame_size(message_type: str, payload: Any, **fields: Any) -> int:
+        data = encode_envelope(message_type, payload, timestamp=ts, **fields)
+        return len(PreparedMessage(data, text=True).frame())
+
+    message = frame_size("message", PAD, topic="ticks", seq=4)
+    notice = frame_size("dropped", {"count": 1}, topic="ticks")
+    filler = next(k for k in range(CAP) if frame_size("f", "z" * k) + message + notice > CAP)
+    queued = frame_size("f", "z" * filler)
+    assert queued + message <= CAP  # the message alone would fit, not with its notice
+    assert h.hub.send_to(peer.conn_id, "f", "z" * filler) == 1
+    assert h.hub.publish("ticks", PAD, droppable=True) == 0
+    assert peer.server.state is State.OPEN
+    assert h.hub.stats().drops == 2
+    peer.receive()
+    assert h.hub.publish("ticks", "small", droppable=True) == 1
+    assert topic_items(peer) == [("dropped", 2), ("seq", 5)]
