@@ -6,6 +6,7 @@ Nothing in this package performs I/O or reads the clock; see DESIGN.md.
 from .client import ClientConnection
 from .connection import Connection, State
 from .deflate import DeflateParams
+from .envelope import Codec, ErrorCode, JsonCodec
 from .errors import ConnectionClosedError, LocalProtocolError, WsHubError
 from .events import (
     BinaryMessage,
@@ -19,28 +20,58 @@ from .events import (
     TextMessage,
 )
 from .frames import Opcode, PreparedMessage
+from .hub import Hub
+from .hub_config import HubConfig
+from .hub_events import (
+    BinaryReceived,
+    CommandExpired,
+    CommandRequest,
+    HubEvent,
+    PresenceChanged,
+    Published,
+)
+from .hub_stats import HubStats, prometheus_text
 from .limits import Limits
+from .registry import Admission, ConnectionInfo, HubConnection
 from .server import ServerConnection
+from .topics import TopicPolicy
 
 __all__ = [
+    "Admission",
     "BinaryMessage",
+    "BinaryReceived",
     "ClientConnection",
     "Closed",
+    "Codec",
+    "CommandExpired",
+    "CommandRequest",
     "Connection",
     "ConnectionClosedError",
+    "ConnectionInfo",
     "DeflateParams",
+    "ErrorCode",
     "Event",
     "HandshakeRequest",
     "HttpRequest",
+    "Hub",
+    "HubConfig",
+    "HubConnection",
+    "HubEvent",
+    "HubStats",
+    "JsonCodec",
     "Limits",
     "LocalProtocolError",
     "Opcode",
     "Opened",
     "PreparedMessage",
+    "PresenceChanged",
+    "Published",
     "Rejected",
     "ServerConnection",
     "Side",
     "State",
     "TextMessage",
+    "TopicPolicy",
     "WsHubError",
+    "prometheus_text",
 ]
