@@ -26,13 +26,12 @@ into the hub.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 from .auth import Principal
+from .commands import Command, CommandTable
 from .connection import State
 from .envelope import (
     MAX_TOPIC_LENGTH,
@@ -65,19 +64,6 @@ __all__ = ["Hub"]
 
 _CLOSE_TOO_MANY_ERRORS = (1008, "too many invalid messages")
 _CLOSE_BINARY = (1003, "binary messages are not accepted")
-
-
-@dataclass(frozen=True, slots=True)
-class _Command:
-    scope: str | None
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    name: str
-    deadline: float
-    token: int
 
 
 def _check_topic_name(topic: str) -> None:
@@ -117,11 +103,7 @@ class Hub:
         self._default_topic = default_topic or TopicPolicy()
         self._registry = Registry()
         self._topics: dict[str, Topic] = {}
-        self._commands: dict[str, _Command] = {}
-        self._pending: dict[str, dict[RequestId, _Pending]] = {}
-        self._pending_total = 0
-        self._deadlines: list[tuple[float, int, str, RequestId]] = []
-        self._token = 0
+        self._commands = CommandTable()
         self._errors: dict[str, deque[float]] = {}
         self._counters = Counters()
 
@@ -179,10 +161,7 @@ class Hub:
         entry = self._registry.pop(conn_id)
         if entry is None:
             return []
-        pending = self._pending.pop(conn_id, None)
-        if pending:
-            self._pending_total -= len(pending)
-            self._compact_deadlines()
+        self._commands.forget(conn_id)
         self._errors.pop(conn_id, None)
         events: list[HubEvent] = []
         for name in list(entry.info.subscriptions):
@@ -380,17 +359,18 @@ class Hub:
             raise ValueError(f"{name!r} is a reserved message type")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._commands[name] = _Command(
-            scope=scope, timeout=self.config.default_command_timeout if timeout is None else timeout
+        default = self.config.default_command_timeout
+        self._commands.register(
+            name, Command(scope=scope, timeout=default if timeout is None else timeout)
         )
 
     def reply(self, conn_id: str, request_id: RequestId, payload: object) -> bool:
         """Answer a pending command with success. False (and nothing sent) if
         it is no longer pending: answered, timed out, or its connection gone."""
-        if not self._is_pending(conn_id, request_id):
+        if not self._commands.is_pending(conn_id, request_id):
             return False
         message = self._prepare("reply", payload, id=request_id, ok=True)
-        self._take_pending(conn_id, request_id)
+        self._commands.take(conn_id, request_id)
         return self._send(self._registry.entries[conn_id], message)
 
     def reply_error(self, conn_id: str, request_id: RequestId, code: str, message: str) -> bool:
@@ -398,48 +378,34 @@ class Hub:
         ``shutting_down`` or the application's own); same rules as ``reply``."""
         if not isinstance(code, str) or not code:
             raise ValueError("code must be a non-empty string")
-        if not self._is_pending(conn_id, request_id):
+        if not self._commands.is_pending(conn_id, request_id):
             return False
         envelope = self._prepare("reply", None, id=request_id, ok=False, error=(code, message))
-        self._take_pending(conn_id, request_id)
+        self._commands.take(conn_id, request_id)
         self._counters.command_errors += 1
         self._counters.error(code)
         return self._send(self._registry.entries[conn_id], envelope)
 
     def pending_commands(self, conn_id: str) -> list[RequestId]:
-        return list(self._pending.get(conn_id, ()))
+        return self._commands.of(conn_id)
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must next run (a command deadline), or None."""
-        heap = self._deadlines
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return self._commands.next_deadline()
 
     def handle_timer(self, now: float | None = None) -> list[HubEvent]:
         """Answer ``command_timeout`` for every command past its deadline."""
         if now is None:
             now = self._clock()
         events: list[HubEvent] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            item = heapq.heappop(heap)
-            if not self._live(item):
-                continue
-            _, _, conn_id, request_id = item
-            pending = self._take_pending(conn_id, request_id)
+        code = ErrorCode.COMMAND_TIMEOUT.value
+        for conn_id, request_id, pending in self._commands.expire(now):
             self._counters.command_errors += 1
-            self._counters.error(ErrorCode.COMMAND_TIMEOUT.value)
-            self._send(
-                self._registry.entries[conn_id],
-                self._prepare(
-                    "reply",
-                    None,
-                    id=request_id,
-                    ok=False,
-                    error=(ErrorCode.COMMAND_TIMEOUT.value, "command timed out"),
-                ),
+            self._counters.error(code)
+            reply = self._prepare(
+                "reply", None, id=request_id, ok=False, error=(code, "command timed out")
             )
+            self._send(self._registry.entries[conn_id], reply)
             events.append(CommandExpired(conn_id=conn_id, request_id=request_id, name=pending.name))
         return events
 
@@ -452,7 +418,7 @@ class Hub:
             subscriptions={
                 t.name: len(t.subscribers) for t in self._topics.values() if t.subscribers
             },
-            pending_commands=self._pending_total,
+            pending_commands=self._commands.total,
         )
 
     def footprint(self) -> dict[str, int]:
@@ -469,9 +435,7 @@ class Hub:
             "live_topics": sum(1 for t in self._topics.values() if not t.configured),
             "subscriptions": sum(len(t.subscribers) for t in self._topics.values()),
             "dropped_counters": sum(len(t.dropped) for t in self._topics.values()),
-            "pending_connections": len(self._pending),
-            "pending_commands": self._pending_total,
-            "deadlines": len(self._deadlines),
+            **self._commands.footprint(),
             "error_windows": len(self._errors),
         }
 
@@ -557,24 +521,18 @@ class Hub:
         if command.scope is not None and command.scope not in info.principal.scopes:
             self._client_error(entry, request_id, ErrorCode.FORBIDDEN, "missing scope")
             return []
-        pending = self._pending.get(info.conn_id)
-        if pending is not None and request_id in pending:
+        if self._commands.is_pending(info.conn_id, request_id):
             self._client_error(
                 entry, request_id, ErrorCode.DUPLICATE_ID, "a request with this id is pending"
             )
             return []
-        if pending is not None and len(pending) >= self.config.max_pending_commands:
+        if self._commands.count(info.conn_id) >= self.config.max_pending_commands:
             self._client_error(
                 entry, request_id, ErrorCode.TOO_MANY_PENDING, "too many pending commands"
             )
             return []
         deadline = self._clock() + command.timeout
-        self._token += 1
-        if pending is None:
-            pending = self._pending[info.conn_id] = {}
-        pending[request_id] = _Pending(name=name, deadline=deadline, token=self._token)
-        self._pending_total += 1
-        heapq.heappush(self._deadlines, (deadline, self._token, info.conn_id, request_id))
+        self._commands.start(info.conn_id, request_id, name, deadline)
         self._counters.commands += 1
         return [
             CommandRequest(
@@ -704,35 +662,6 @@ class Hub:
                 if self._send(entry, notice):
                     delivered += self._send(entry, message)
         return seq, delivered
-
-    # -- command internals -----------------------------------------------------
-
-    def _is_pending(self, conn_id: str, request_id: RequestId) -> bool:
-        pending = self._pending.get(conn_id)
-        return pending is not None and request_id in pending
-
-    def _live(self, item: tuple[float, int, str, RequestId]) -> bool:
-        _, token, conn_id, request_id = item
-        pending = self._pending.get(conn_id)
-        found = None if pending is None else pending.get(request_id)
-        return found is not None and found.token == token
-
-    def _take_pending(self, conn_id: str, request_id: RequestId) -> _Pending:
-        pending = self._pending[conn_id]
-        taken = pending.pop(request_id)
-        if not pending:
-            del self._pending[conn_id]
-        self._pending_total -= 1
-        self._compact_deadlines()
-        return taken
-
-    def _compact_deadlines(self) -> None:
-        """Drop answered commands' deadlines once they outnumber live ones."""
-        if not self._pending_total:
-            self._deadlines.clear()
-        elif len(self._deadlines) > 2 * self._pending_total + 32:
-            self._deadlines = [item for item in self._deadlines if self._live(item)]
-            heapq.heapify(self._deadlines)
 
     # -- sending -----------------------------------------------------------------
 
