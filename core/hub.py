@@ -246,9 +246,10 @@ class Hub:
         """Send one envelope to every open connection (but ``exclude``)."""
         _check_message_type(message_type)
         message = self._prepare(message_type, payload)
-        skip: Collection[str] = (
-            () if exclude is None else ({exclude} if isinstance(exclude, str) else exclude)
-        )
+        if exclude is None:
+            skip: frozenset[str] = frozenset()
+        else:
+            skip = frozenset((exclude,) if isinstance(exclude, str) else exclude)
         count = 0
         for conn_id, entry in self._registry.entries.items():
             if conn_id not in skip and self._send(entry, message):

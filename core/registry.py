@@ -8,7 +8,7 @@ last connection of a principal or host leaves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .auth import Principal
 from .connection import State
@@ -48,6 +48,12 @@ class HubConnection(Protocol):
     def send_prepared(self, message: PreparedMessage) -> bool: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+if TYPE_CHECKING:  # the connection core must keep satisfying the protocol
+    from .server import ServerConnection
+
+    _SERVER_IS_HUB_CONNECTION: type[HubConnection] = ServerConnection
 
 
 @dataclass(slots=True, eq=False)
