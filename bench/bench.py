@@ -98,9 +98,7 @@ async def echo_large(url: str, n: int) -> None:
 
 
 async def fanout(url: str, n: int, clients: int = 50) -> None:
-    conns = [
-        await websockets.connect(url, max_size=None, compression=None) for _ in range(clients)
-    ]
+    conns = [await websockets.connect(url, max_size=None, compression=None) for _ in range(clients)]
     try:
         await conns[0].send(f"fanout {n} 100")
 
@@ -146,7 +144,7 @@ def main() -> None:
     scale = 0.2 if args.quick else 1.0
     servers = {name: start(name) for name in SERVER_CODE}
     try:
-        print(f"| scenario | wshub (s) | websockets (s) | ratio websockets/wshub |")
+        print("| scenario | wshub (s) | websockets (s) | ratio websockets/wshub |")
         print("|---|---|---|---|")
         for label, (scenario, n) in SCENARIOS.items():
             count = max(1, int(n * scale))

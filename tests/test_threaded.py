@@ -171,7 +171,7 @@ def test_start_errors_are_raised_and_the_thread_is_joined(backend: str) -> None:
     with ThreadedHub.start(make_server, backend=backend) as first:
         taken = HubServer(AccessPolicy(require_auth=False), port=first.port)
         before = threading.active_count()
-        with pytest.raises(OSError, match="[Aa]ddress already in use"):
+        with pytest.raises(OSError, match=r"[Aa]ddress already in use"):
             ThreadedHub.start(taken, backend=backend)
         assert threading.active_count() == before
         # the first hub is untouched and refuses bad tokens as usual
