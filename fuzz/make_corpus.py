@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("fuzz_server_bytes", "fuzz_frames", "fuzz_client_bytes")
+HARNESSES = (
+    "fuzz_server_bytes",
+    "fuzz_frames",
+    "fuzz_client_bytes",
+    "fuzz_envelope",
+    "fuzz_hub_ops",
+)
 
 
 def write_all() -> None:

@@ -13,7 +13,7 @@ trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$here/artifacts"
 
 status=0
-for harness in fuzz_server_bytes fuzz_frames fuzz_client_bytes; do
+for harness in fuzz_server_bytes fuzz_frames fuzz_client_bytes fuzz_envelope fuzz_hub_ops; do
     echo "== $harness: ${seconds}s"
     mkdir -p "$scratch/$harness"
     if ! "$python" "$here/$harness.py" \

@@ -12,7 +12,13 @@ from types import ModuleType
 import pytest
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ("fuzz_server_bytes", "fuzz_frames", "fuzz_client_bytes")
+HARNESSES = (
+    "fuzz_server_bytes",
+    "fuzz_frames",
+    "fuzz_client_bytes",
+    "fuzz_envelope",
+    "fuzz_hub_ops",
+)
 
 
 def harness(name: str) -> ModuleType:
@@ -51,3 +57,25 @@ def test_harness_detects_a_broken_invariant() -> None:
     with pytest.raises(AssertionError):
         common.check_one_closed([Closed(code=1000), TextMessage(data="late")])
     common.check_one_closed([TextMessage(data="x"), Closed(code=1000)])
+
+
+def test_hub_harness_oracles_are_live() -> None:
+    """The envelope and hub-ops oracles reject what they must."""
+    from wshub.core.envelope import EnvelopeError, ErrorCode
+
+    envelope = harness("fuzz_envelope")
+    with pytest.raises(AssertionError):
+        envelope.check_error(EnvelopeError(code=ErrorCode.FORBIDDEN, message="not a parse code"))
+    with pytest.raises(AssertionError):
+        envelope.check_error(EnvelopeError(code=ErrorCode.INVALID_JSON, message="x", request_id=1))
+    envelope.check_error(EnvelopeError(code=ErrorCode.INVALID_ENVELOPE, message="x", request_id=1))
+
+    ops = harness("fuzz_hub_ops")
+    reader = harness("_hub_common").ByteReader(b"")
+    world = ops._make_world(reader)
+    ops._op_add(world, reader)
+    ops.check_invariants(world)
+    [peer] = world.peers.values()
+    peer.registered = False  # the harness believes it removed, the hub did not
+    with pytest.raises(AssertionError):
+        ops.check_invariants(world)

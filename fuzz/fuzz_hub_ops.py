@@ -1,0 +1,676 @@
+"""Fuzz the hub with sequences of operations, checking invariants after each.
+
+The input is read by ``ByteReader``: first the hub's configuration (small
+limits, a small outbox so slow-consumer and drop paths run), then operations
+until the bytes run out: add and remove connections (real in-memory
+``ServerConnection``s opened by a ``ClientConnection``), client messages
+through the connection core (fuzzed text, envelopes built from fuzzed fields,
+binary), server-side sends and publishes, replies to pending commands,
+topic configuration, time passing (hub and connection timers), clients
+reading their output or not, closing or dropping their transport.
+
+The harness drives the hub as the adapter does: every ``Closed`` event of a
+connection is answered with ``hub.remove``, but only when the fuzzer chooses
+to pump that connection's events, so the hub also sees connections that are
+closed and not yet removed.
+
+Oracles: nothing raises; after every operation the registry, subscriptions,
+pending commands, ``footprint()`` and ``stats()`` agree with each other and
+with what the harness knows; counters never go down; clients only ever
+receive well-formed envelopes; and once every connection is removed the hub
+holds nothing but its configured topics.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+from _common import main
+from _hub_common import ByteReader, FakeClock, open_pair
+
+from wshub.core import (
+    BinaryMessage,
+    ClientConnection,
+    Closed,
+    CommandExpired,
+    CommandRequest,
+    Hub,
+    HubConfig,
+    HubStats,
+    Limits,
+    ServerConnection,
+    State,
+    TextMessage,
+)
+from wshub.core.auth import Principal
+from wshub.core.envelope import RequestId
+from wshub.core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
+
+PRINCIPALS = (
+    Principal("alice", scopes=frozenset({"admin"})),
+    Principal("bob"),
+    Principal("carol", scopes=frozenset({"admin", "ops"})),
+)
+HOSTS = ("10.0.0.1", "10.0.0.2", None, ("10.0.0.1", 4242))
+TOPICS = ("news", "room", "t\u00e9", "x" * 256)
+COMMANDS = ("echo", "admin.kick", "slow")
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", *COMMANDS, "nope", "")
+OUTBOX_SIZES = (64, 160, 400, 2048)
+ENVELOPE_SIZES = (48, 200, 4096)
+CLOSE_CODES = (1000, 1001, 1008, 1011, 4000)
+PUBLISH_POLICIES: tuple[PublishPolicy, ...] = ("none", "subscribers", "all")
+SUBSCRIBE_POLICIES: tuple[SubscribePolicy, ...] = ("none", "all")
+SLOW_CONSUMER_POLICIES: tuple[SlowConsumerPolicy, ...] = ("disconnect", "drop")
+COUNTERS = (
+    "messages_in",
+    "bytes_in",
+    "messages_out",
+    "bytes_out",
+    "drops",
+    "slow_consumer_closes",
+    "policy_closes",
+    "commands",
+    "command_errors",
+    "outbox_high_water",
+)
+
+
+@dataclass
+class Peer:
+    conn_id: str
+    principal: Principal
+    server: ServerConnection
+    client: ClientConnection
+    registered: bool = True
+    received: int = 0
+
+
+@dataclass
+class World:
+    """The hub under test and everything the harness knows about it."""
+
+    hub: Hub
+    clock: FakeClock
+    limits: Limits
+    peers: dict[str, Peer] = field(default_factory=dict)
+    pending: list[tuple[str, RequestId]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    last: HubStats | None = None
+    next_id: int = 0
+
+
+def _json_value(reader: ByteReader, depth: int = 0) -> Any:
+    """A small JSON value; strings may hold lone surrogates (sent as escapes)."""
+    kind = reader.int_in_range(0, 7 if depth < 4 else 4)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return reader.boolean()
+    if kind == 2:
+        return reader.int_in_range(0, 1 << 16) - (1 << 15)
+    if kind == 3:
+        return reader.text(24)
+    if kind == 4:
+        return reader.text(12, surrogates=True)
+    if kind == 5:
+        return [_json_value(reader, depth + 1) for _ in range(reader.int_in_range(0, 3))]
+    if kind == 6:
+        return {
+            reader.text(6): _json_value(reader, depth + 1) for _ in range(reader.int_in_range(0, 3))
+        }
+    return "p" * reader.int_in_range(0, 300)  # large enough to overflow small outboxes
+
+
+def _server_payload(reader: ByteReader) -> Any:
+    """Payloads the application sends: JSON, without lone surrogates."""
+    kind = reader.int_in_range(0, 3)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return {"n": reader.int_in_range(0, 1000), "s": reader.text(16)}
+    if kind == 2:
+        return "q" * reader.int_in_range(0, 500)
+    return [reader.text(8) for _ in range(reader.int_in_range(0, 3))]
+
+
+def _request_id(reader: ByteReader) -> object:
+    kind = reader.int_in_range(0, 7)
+    if kind <= 2:
+        return reader.int_in_range(0, 3)  # few ids: duplicates happen
+    if kind == 3:
+        return str(reader.int_in_range(0, 3))
+    if kind == 4:
+        return reader.text(8, surrogates=True)
+    if kind == 5:
+        return reader.pick((True, 1.5, [1], "i" * 129, -(2**70)))
+    if kind == 6:
+        return None
+    return reader.text(10)
+
+
+def _envelope_text(reader: ByteReader) -> str:
+    """A client envelope from fuzzed fields, or fuzzed text as it is."""
+    if reader.int_in_range(0, 4) == 0:
+        return reader.text(200)
+    envelope: dict[str, object] = {}
+    kind = reader.int_in_range(0, len(MESSAGE_TYPES))
+    envelope["message_type"] = (
+        reader.text(8, surrogates=True) if kind == len(MESSAGE_TYPES) else MESSAGE_TYPES[kind]
+    )
+    choice = reader.int_in_range(0, 5)
+    if choice < 4:
+        envelope["topic"] = TOPICS[choice]
+    elif choice == 4:
+        envelope["topic"] = reader.text(8, surrogates=True)
+    ident = _request_id(reader)
+    if ident is not None:
+        envelope["id"] = ident
+    if reader.boolean():
+        envelope["payload"] = _json_value(reader)
+    return json.dumps(envelope, ensure_ascii=True)  # lone surrogates become \ud8xx escapes
+
+
+def _pick_peer(world: World, reader: ByteReader) -> Peer | None:
+    if not world.peers:
+        return None
+    return world.peers[reader.pick(sorted(world.peers))]
+
+
+def _process(world: World, peer: Peer) -> None:
+    """Act on a connection's events as the adapter does."""
+    hub = world.hub
+    for event in peer.server.events_received():
+        if isinstance(event, TextMessage):
+            for hub_event in hub.receive_text(peer.conn_id, event.data):
+                if isinstance(hub_event, CommandRequest):
+                    if hub_event.conn_id != peer.conn_id:
+                        raise AssertionError(f"command of another connection: {hub_event!r}")
+                    world.pending.append((hub_event.conn_id, hub_event.request_id))
+        elif isinstance(event, BinaryMessage):
+            hub.receive_binary(peer.conn_id, event.data)
+        elif isinstance(event, Closed):
+            hub.remove(peer.conn_id)
+            peer.registered = False
+            if hub.connection(peer.conn_id) is not None:
+                raise AssertionError(f"{peer.conn_id} still registered after remove")
+            if hub.pending_commands(peer.conn_id):
+                raise AssertionError(f"{peer.conn_id} keeps pending commands after remove")
+            del world.peers[peer.conn_id]
+
+
+def _drain(world: World, peer: Peer) -> None:
+    """The client reads what the server queued, answers (pongs, close echo)."""
+    peer.client.receive_data(peer.server.data_to_send())
+    for event in peer.client.events_received():
+        if isinstance(event, TextMessage):
+            _check_envelope(event.data)
+            peer.received += 1
+    if peer.server.should_close_transport():
+        peer.server.receive_eof()
+    else:
+        peer.server.receive_data(peer.client.data_to_send())
+    _process(world, peer)
+
+
+def _check_envelope(text: str) -> None:
+    envelope = json.loads(text)
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("message_type"), str):
+        raise AssertionError(f"client got a malformed envelope: {text!r}")
+    if not isinstance(envelope.get("timestamp"), int) or "payload" not in envelope:
+        raise AssertionError(f"client got an envelope without timestamp/payload: {text!r}")
+    kind = envelope["message_type"]
+    if (kind == "reply" and not isinstance(envelope.get("ok"), bool)) or (
+        kind == "error" and not isinstance(envelope.get("error"), dict)
+    ):
+        raise AssertionError(f"reply without ok / error without error: {text!r}")
+
+
+def _op_add(world: World, reader: ByteReader) -> None:
+    hub = world.hub
+    principal = reader.pick(PRINCIPALS)
+    remote = reader.pick(HOSTS)
+    host = remote[0] if isinstance(remote, tuple) else remote
+    admission = hub.admit(principal.id, host)
+    cfg = hub.config
+    same_principal = sum(1 for p in world.peers.values() if p.principal.id == principal.id)
+    same_host = sum(1 for info in hub.connections() if host is not None and info.host == host)
+    full = (
+        len(world.peers) >= cfg.max_connections
+        or same_principal >= cfg.max_per_principal
+        or same_host >= cfg.max_per_host
+    )
+    if admission.ok == full:
+        raise AssertionError(f"admission {admission!r} disagrees with the counts")
+    if not admission.ok:
+        return
+    server, client = open_pair(
+        world.clock, limits=world.limits, compression=reader.boolean(), principal=principal
+    )
+    world.next_id += 1
+    conn_id = f"c{world.next_id}"
+    info = hub.add(conn_id, server, principal=principal, remote=remote)
+    if info.conn_id != conn_id or info.principal != principal:
+        raise AssertionError(f"add returned {info!r}")
+    world.peers[conn_id] = Peer(conn_id, principal, server, client)
+
+
+def _op_client_text(world: World, reader: ByteReader) -> None:
+    peer = _pick_peer(world, reader)
+    text = _envelope_text(reader)
+    if peer is None or peer.client.state is not State.OPEN:
+        return
+    peer.client.send_text(text)
+    peer.server.receive_data(peer.client.data_to_send())
+    if reader.boolean():
+        _process(world, peer)
+
+
+def _op_client_binary(world: World, reader: ByteReader) -> None:
+    peer = _pick_peer(world, reader)
+    data = reader.bytes(64)
+    if peer is None or peer.client.state is not State.OPEN:
+        return
+    peer.client.send_binary(data)
+    peer.server.receive_data(peer.client.data_to_send())
+    _process(world, peer)
+
+
+def _op_reply(world: World, reader: ByteReader) -> None:
+    if not world.pending:
+        return
+    conn_id, request_id = world.pending.pop(reader.int_in_range(0, len(world.pending) - 1))
+    hub = world.hub
+    was_pending = request_id in hub.pending_commands(conn_id)
+    if reader.boolean():
+        answered = hub.reply(conn_id, request_id, _server_payload(reader))
+    else:
+        code = reader.pick(("command_failed", "shutting_down", "app_error"))
+        answered = hub.reply_error(conn_id, request_id, code, reader.text(20))
+    if answered and not was_pending:
+        raise AssertionError("a reply to a request that was not pending was sent")
+    if request_id in hub.pending_commands(conn_id):
+        raise AssertionError("a request is still pending after its reply")
+    # A second reply is always refused.
+    if hub.reply(conn_id, request_id, None):
+        raise AssertionError("a request was answered twice")
+
+
+def _op_timers(world: World, reader: ByteReader) -> None:
+    world.clock.now += reader.pick((0.0, 0.5, 1.0, 3.0, 11.0, 25.0))
+    now = world.clock.now
+    hub = world.hub
+    if reader.boolean():
+        hub.handle_timer(now)
+    else:
+        deadline = hub.next_deadline()
+        if deadline is not None and deadline <= now:
+            hub.handle_timer()
+    deadline = hub.next_deadline()
+    if deadline is not None and deadline <= now and reader.boolean():
+        for event in hub.handle_timer(now):
+            if not isinstance(event, CommandExpired):
+                raise AssertionError(f"handle_timer gave {event!r}")
+        deadline = hub.next_deadline()
+        if deadline is not None and deadline <= now:
+            raise AssertionError("a deadline at or before now survives handle_timer")
+    if reader.boolean():
+        for peer in list(world.peers.values()):
+            peer.server.handle_timer(now)
+            peer.client.handle_timer(now)
+
+
+def _op_server_send(world: World, reader: ByteReader) -> None:
+    hub = world.hub
+    kind = reader.int_in_range(0, 3)
+    message_type = reader.pick(("note", "message", "x"))
+    payload = _server_payload(reader)
+    if kind == 0:
+        peers = sorted(world.peers)
+        exclude = [c for c in peers if reader.boolean()] if peers else None
+        count = hub.broadcast(message_type, payload, exclude=exclude)
+        if count > len(world.peers):
+            raise AssertionError("broadcast reached more connections than exist")
+    elif kind == 1:
+        peer = _pick_peer(world, reader)
+        conn_id = peer.conn_id if peer is not None else "ghost"
+        if hub.send_to(conn_id, message_type, payload) not in (0, 1):
+            raise AssertionError("send_to counted more than one")
+    elif kind == 2:
+        principal = reader.pick(PRINCIPALS)
+        count = hub.send_to_principal(principal.id, message_type, payload)
+        if count > sum(1 for p in world.peers.values() if p.principal.id == principal.id):
+            raise AssertionError("send_to_principal reached other principals")
+    else:
+        topic = reader.pick(TOPICS)
+        before = hub.topic_seq(topic)
+        subscribers = len(hub.subscribers(topic))
+        count = hub.publish(topic, payload, message_type=message_type, droppable=reader.boolean())
+        if count > subscribers:
+            raise AssertionError("publish delivered to more than the subscribers")
+        if hub.topic_seq(topic) not in (before, before + 1):
+            raise AssertionError("publish moved seq by more than one")
+
+
+def _op_topic(world: World, reader: ByteReader) -> None:
+    hub = world.hub
+    topic = reader.pick(TOPICS)
+    kind = reader.int_in_range(0, 2)
+    if kind == 0:
+        hub.configure_topic(
+            topic,
+            publish=reader.pick(PUBLISH_POLICIES),
+            subscribe=reader.pick(SUBSCRIBE_POLICIES),
+            presence=reader.boolean(),
+            slow_consumer=reader.pick(SLOW_CONSUMER_POLICIES),
+        )
+        return
+    peer = _pick_peer(world, reader)
+    if peer is None:
+        return
+    if kind == 1:
+        hub.subscribe(peer.conn_id, topic)
+        if peer.conn_id not in hub.subscribers(topic):
+            raise AssertionError("server-side subscribe did not subscribe")
+    else:
+        hub.unsubscribe(peer.conn_id, topic)
+        if peer.conn_id in hub.subscribers(topic):
+            raise AssertionError("server-side unsubscribe left the subscriber")
+
+
+def _op_close(world: World, reader: ByteReader) -> None:
+    hub = world.hub
+    peer = _pick_peer(world, reader)
+    kind = reader.int_in_range(0, 5)
+    if peer is None:
+        return
+    if kind == 0:
+        opened = peer.server.state is State.OPEN
+        if hub.disconnect(peer.conn_id, reader.pick(CLOSE_CODES), reader.text(20)) != opened:
+            raise AssertionError("disconnect disagrees with the connection state")
+    elif kind == 1:
+        hub.close_all()
+    elif kind == 2:  # the client closes
+        if peer.client.state is State.OPEN:
+            peer.client.close(reader.pick(CLOSE_CODES))
+            peer.server.receive_data(peer.client.data_to_send())
+    elif kind == 3:  # the transport drops
+        peer.server.receive_eof()
+    elif kind == 4:  # the driver removes an open connection early (idempotent)
+        hub.remove(peer.conn_id)
+        hub.remove(peer.conn_id)
+        peer.registered = False
+        del world.peers[peer.conn_id]
+    else:
+        _process(world, peer)
+
+
+def _op_drain(world: World, reader: ByteReader) -> None:
+    for conn_id in sorted(world.peers):
+        peer = world.peers.get(conn_id)
+        if peer is not None and reader.boolean():
+            _drain(world, peer)
+
+
+OPS = (
+    _op_add,
+    _op_client_text,
+    _op_client_text,
+    _op_client_text,
+    _op_client_binary,
+    _op_reply,
+    _op_timers,
+    _op_server_send,
+    _op_server_send,
+    _op_topic,
+    _op_close,
+    _op_drain,
+)
+
+
+def check_invariants(world: World) -> None:
+    """Everything the hub reports agrees with itself and with the harness."""
+    hub = world.hub
+    infos = hub.connections()
+    registered = {info.conn_id for info in infos}
+    expected = {c for c, p in world.peers.items() if p.registered}
+    if registered != expected:
+        raise AssertionError(f"registry {sorted(registered)} != harness {sorted(expected)}")
+    for info in infos:
+        for topic in info.subscriptions:
+            if info.conn_id not in hub.subscribers(topic):
+                raise AssertionError(f"{info.conn_id} in {topic!r} but not among its subscribers")
+    footprint = hub.footprint()
+    stats = hub.stats()
+    pending = sum(len(hub.pending_commands(info.conn_id)) for info in infos)
+    subscriptions = sum(len(info.subscriptions) for info in infos)
+    principals = {info.principal.id for info in infos}
+    hosts = {info.host for info in infos if info.host is not None}
+    checks = {
+        "connections": (footprint["connections"], stats.connections, len(infos)),
+        "pending": (footprint["pending_commands"], stats.pending_commands, pending),
+        "subscriptions": (
+            footprint["subscriptions"],
+            sum(stats.subscriptions.values()),
+            subscriptions,
+        ),
+        "principals": (footprint["principals"], len(principals)),
+        "hosts": (footprint["hosts"], len(hosts)),
+    }
+    for name, values in checks.items():
+        if len(set(values)) != 1:
+            raise AssertionError(f"{name} disagree: {values} {footprint} {stats}")
+    if footprint["pending_connections"] > footprint["connections"]:
+        raise AssertionError(f"pending commands of unknown connections: {footprint}")
+    if footprint["error_windows"] > footprint["connections"]:
+        raise AssertionError(f"error windows of unknown connections: {footprint}")
+    if footprint["dropped_counters"] > footprint["subscriptions"]:
+        raise AssertionError(f"drop counters of non-subscribers: {footprint}")
+    if footprint["deadlines"] < footprint["pending_commands"]:
+        raise AssertionError(f"pending commands without deadline: {footprint}")
+    if (hub.next_deadline() is None) != (pending == 0):
+        raise AssertionError(f"next_deadline {hub.next_deadline()} with {pending} pending")
+    if any(count <= 0 for count in stats.subscriptions.values()):
+        raise AssertionError(f"empty topic in stats: {stats.subscriptions}")
+    if world.last is not None:
+        for name in COUNTERS:
+            if getattr(stats, name) < getattr(world.last, name):
+                raise AssertionError(f"counter {name} went down")
+        for code, count in world.last.errors_by_code.items():
+            if stats.errors_by_code.get(code, 0) < count:
+                raise AssertionError(f"errors_by_code[{code}] went down")
+    world.last = stats
+
+
+def _make_world(reader: ByteReader) -> World:
+    config = HubConfig(
+        max_connections=reader.int_in_range(1, 6),
+        max_per_principal=reader.int_in_range(1, 4),
+        max_per_host=reader.int_in_range(1, 4),
+        max_envelope_size=reader.pick(ENVELOPE_SIZES),
+        max_depth=reader.int_in_range(1, 5),
+        max_errors=reader.int_in_range(0, 4),
+        error_window=reader.pick((1.0, 5.0, 60.0)),
+        max_pending_commands=reader.int_in_range(1, 3),
+        default_command_timeout=reader.pick((1.0, 4.0, 20.0)),
+        max_subscriptions=reader.int_in_range(1, 3),
+        accept_binary=reader.boolean(),
+        send_welcome=reader.boolean(),
+    )
+    limits = Limits(
+        max_message_size=4096,
+        max_outbox_size=reader.pick(OUTBOX_SIZES),
+        ping_interval=reader.pick((None, 5.0)),
+        ping_timeout=5.0,
+        close_timeout=3.0,
+        idle_timeout=reader.pick((None, 20.0)),
+    )
+    clock = FakeClock(100.0)
+    wall = FakeClock(1_700_000_000.0)
+    outputs: list[str] = []
+    hub = Hub(clock=clock, wall_clock=wall, config=config, on_output=outputs.append)
+    hub.register_command("echo")
+    hub.register_command("admin.kick", scope="admin", timeout=2.0)
+    hub.register_command("slow", timeout=30.0)
+    return World(hub=hub, clock=clock, limits=limits, outputs=outputs)
+
+
+def _finish(world: World) -> None:
+    """Remove everything; the hub must then hold nothing."""
+    hub = world.hub
+    # Draining one client may close another (its messages overflow a slow
+    # consumer): repeat until every output is read and every Closed handled.
+    for _ in range(8):
+        for conn_id in sorted(world.peers):
+            peer = world.peers.get(conn_id)
+            if peer is not None:
+                _drain(world, peer)
+        check_invariants(world)
+        if all(p.server.outbox_size == 0 for p in world.peers.values()):
+            break
+    # Every Closed event has been processed: no closed connection may remain.
+    for peer in world.peers.values():
+        if peer.server.state is State.CLOSED:
+            raise AssertionError(f"{peer.conn_id} is closed and still registered")
+    for conn_id in list(world.peers):
+        hub.remove(conn_id)
+        world.peers[conn_id].registered = False
+    check_invariants(world)
+    for conn_id, request_id in world.pending:
+        if hub.reply(conn_id, request_id, None):
+            raise AssertionError("a reply to a removed connection was sent")
+    footprint = hub.footprint()
+    if any(footprint.values()):
+        raise AssertionError(f"the hub holds something after removing everyone: {footprint}")
+    stats = hub.stats()
+    if stats.connections or stats.pending_commands or stats.subscriptions:
+        raise AssertionError(f"stats not empty after removing everyone: {stats}")
+    if hub.next_deadline() is not None or hub.handle_timer(world.clock.now + 1e6):
+        raise AssertionError("timers left after removing everyone")
+
+
+def test_one_input(data: bytes) -> None:
+    reader = ByteReader(data)
+    world = _make_world(reader)
+    steps = 0
+    while reader.remaining() and steps < 200:
+        steps += 1
+        reader.pick(OPS)(world, reader)
+        check_invariants(world)
+    _finish(world)
+
+
+def seeds() -> dict[str, bytes]:
+    """Named seed inputs: each opens a few connections, then exercises one area.
+
+    Bytes follow the reads of ``_make_world`` and of each ``_op_*`` in order.
+    """
+    # Config: connections, per principal, per host, envelope size, depth,
+    # max errors, window, pending, timeout, subscriptions, binary, welcome;
+    # then limits: outbox, ping, idle.
+    roomy = bytes([5, 3, 3, 2, 4, 3, 2, 2, 1, 2, 0, 1, 3, 0, 0])
+    tight = bytes([5, 3, 3, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1])
+
+    def add(principal: int, host: int = 0, compression: int = 0) -> bytes:
+        return bytes([0, principal, host, compression])
+
+    def text(conn: int, kind: int, topic: int, ident: bytes, payload: bytes = b"\x00") -> bytes:
+        """op, peer, "envelope", type, topic, id, payload (flag, value), process now."""
+        return bytes([1, conn, 1, kind, topic]) + ident + payload + b"\x01"
+
+    def drain(peers: int) -> bytes:
+        return bytes([11] + [1] * peers)
+
+    hello = b"\x01\x03\x05hello"  # payload: text "hello"
+    two = add(0) + add(1, 1)
+    return {
+        "subscribe_publish": roomy
+        + two
+        + bytes([9, 0, 0, 2, 1, 1, 0])  # configure "news": all publish, presence
+        + text(0, 0, 0, b"\x00\x01")
+        + text(1, 0, 0, b"\x03\x02")
+        + text(0, 2, 0, b"\x00\x03", hello)
+        + text(1, 2, 1, b"\x06")
+        + drain(2)
+        + text(1, 1, 0, b"\x07\x02ab")
+        + drain(2),
+        "commands": roomy
+        + two
+        + text(0, 3, 5, b"\x00\x01", hello)
+        + text(0, 3, 5, b"\x00\x01")
+        + text(0, 5, 5, b"\x00\x02")
+        + text(1, 4, 5, b"\x00\x02")
+        + text(0, 4, 5, b"\x03\x01")
+        + text(1, 6, 5, b"\x06")
+        + bytes([5, 0, 1, 0])  # reply to the first pending: null
+        + bytes([5, 0, 0, 1, 3, b"x"[0]])  # reply_error shutting_down
+        + bytes([6, 4, 1])  # 11 s later, hub timer: command_timeout
+        + drain(2),
+        "slow_consumer": tight
+        + two
+        + bytes([9, 1, 0, 1, 1, 0, 0])  # "room": subscribers publish, disconnect
+        + bytes([9, 1, 1, 0])  # c1 subscribed server-side
+        + bytes([9, 1, 1, 1])  # c2 too
+        + bytes([7, 3, 1, 2, 0, 0xFF, 1, 1])  # publish 255 chars to "room", droppable
+        + bytes([7, 3, 1, 2, 0, 0xFF, 1, 0])
+        + bytes([7, 0, 0, 2, 0, 0xFF, 0, 0])  # broadcast, nobody excluded
+        + drain(2)
+        + bytes([6, 4, 0, 1]),
+        "errors_and_binary": tight
+        + add(2, 2, 1)
+        + bytes([1, 0, 0, 5])
+        + b"{oops"
+        + b"\x01"
+        + text(0, 7, 5, b"\x06")
+        + text(0, 6, 5, b"\x05\x00")
+        + bytes([4, 0, 3, 1, 2, 3])
+        + drain(1),
+        "close_paths": roomy
+        + two
+        + add(2, 3)
+        + bytes([10, 0, 0, 2, 3])
+        + b"bye"  # disconnect c1 with 1008
+        + bytes([10, 1, 2, 1])  # c2's client closes with 1001
+        + bytes([10, 2, 3])  # c3's transport drops
+        + drain(3)
+        + add(1)
+        + bytes([10, 0, 4])  # removed early
+        + bytes([10, 0, 1])  # close_all
+        + drain(1),
+        "presence_drop": roomy
+        + two
+        + bytes([9, 1, 0, 2, 1, 1, 1])  # "room": all publish, presence, drop
+        + text(0, 0, 1, b"\x00\x01")
+        + text(1, 0, 1, b"\x00\x02")
+        + bytes([7, 3, 1, 2, 0, 0xF0, 1, 1]) * 12  # droppable publishes fill the outboxes
+        + drain(1)
+        + bytes([7, 3, 1, 2, 0, 0x10, 1, 1])
+        + drain(2)
+        + bytes([9, 1, 0, 0, 0, 0, 0])  # reconfigure: disconnect policy
+        + text(1, 1, 1, b"\x00\x05")
+        + drain(2),
+        "surrogate_free_unicode": roomy
+        + add(0)
+        + text(0, 0, 2, b"\x07\x04\xc3\xa9t\xc3")
+        + bytes([1, 0, 0, 12])
+        + '{"message_type":"é"}'.encode()
+        + b"\x01"
+        + drain(1),
+    }
+
+
+def run_corpus(paths: list[str] | list[Path]) -> int:
+    """Replay files (or folders of files) without atheris; return how many ran."""
+    return _common.run_corpus(test_one_input, paths)
+
+
+if __name__ == "__main__":
+    main(test_one_input)
+
+__all__ = ["check_invariants", "run_corpus", "seeds", "test_one_input"]
