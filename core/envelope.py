@@ -74,17 +74,23 @@ def _reject_constant(name: str) -> Any:
 class JsonCodec:
     """The stdlib codec: compact separators, raw UTF-8, strict JSON (no NaN)."""
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_ascii_encoder", "_decoder", "_encoder")
 
     def __init__(self) -> None:
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
     def loads(self, text: str) -> Any:
         return self._decoder.decode(text)
 
     def dumps(self, value: object) -> bytes:
-        return self._encoder.encode(value).encode("utf-8")
+        try:
+            return self._encoder.encode(value).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (valid in JSON as "\\ud800", not in UTF-8):
+            # escape everything non-ASCII so it round-trips as it came.
+            return self._ascii_encoder.encode(value).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
