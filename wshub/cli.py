@@ -17,13 +17,17 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .core.auth import SUBPROTOCOL, AccessPolicy, StaticTokens
 from .core.limits import Limits
+
+if TYPE_CHECKING:
+    from .adapters import ClientSession
 
 __all__ = ["build_parser", "main"]
 
@@ -221,19 +225,24 @@ def _request_key(text: str) -> str | None:
     return None
 
 
-async def _connect(args: argparse.Namespace) -> None:
-    """Send stdin lines; print every message; at EOF wait for the replies still due."""
+def _client(args: argparse.Namespace) -> AbstractAsyncContextManager[ClientSession]:
+    """A client for the ``connect`` and ``publish`` commands: token, wshub.v1, TLS."""
     from .adapters import connect
 
-    outstanding: set[str] = set()
-    answered = anyio.Event()
-
-    async with connect(
+    return connect(
         args.url,
         token=args.token,
         subprotocols=(SUBPROTOCOL,),
         ssl=_client_ssl(args.url, args.insecure),
-    ) as ws:
+    )
+
+
+async def _connect(args: argparse.Namespace) -> None:
+    """Send stdin lines; print every message; at EOF wait for the replies still due."""
+    outstanding: set[str] = set()
+    answered = anyio.Event()
+
+    async with _client(args) as ws:
 
         async def pump_stdin() -> None:
             nonlocal answered
@@ -284,19 +293,12 @@ def _reply_key(text: str) -> str | None:
 
 
 async def _publish(args: argparse.Namespace) -> int:
-    from .adapters import connect
-
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"wshub: payload is not JSON: {exc}") from None
     request = {"message_type": "publish", "topic": args.topic, "payload": payload, "id": 1}
-    async with connect(
-        args.url,
-        token=args.token,
-        subprotocols=(SUBPROTOCOL,),
-        ssl=_client_ssl(args.url, args.insecure),
-    ) as ws:
+    async with _client(args) as ws:
         await ws.send(json.dumps(request))
         async for message in ws:
             if not isinstance(message, str):
