@@ -135,6 +135,9 @@ def prometheus_text(stats: HubStats, *, prefix: str = "wshub") -> str:
         metric = f"{prefix}_{name}"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
         lines.append(f"{metric} {getattr(stats, attr)}")
+    metric = f"{prefix}_subscriptions"
+    lines += [f"# HELP {metric} Subscriptions over all topics.", f"# TYPE {metric} gauge"]
+    lines.append(f"{metric} {sum(stats.subscriptions.values())}")
     metric = f"{prefix}_topic_subscribers"
     lines += [f"# HELP {metric} Subscribers per topic.", f"# TYPE {metric} gauge"]
     for topic, count in sorted(stats.subscriptions.items()):

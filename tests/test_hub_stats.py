@@ -66,6 +66,7 @@ def test_prometheus_text_format() -> None:
     assert "app_dropped_messages_total 2" in lines
     assert 'app_errors_total{code="invalid_json"} 2' in lines
     assert 'app_topic_subscribers{topic="a"} 1' in lines
+    assert "app_subscriptions 3" in lines
     assert 'app_topic_subscribers{topic="we\\"ird\\\\topic\\n"} 2' in lines
     sample = re.compile(r'^[a-z_]+(\{[a-z]+="(?:[^"\\]|\\.)*"\})? -?\d+$')
     for line in lines:
