@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import client_frame, close_payload, open_server
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wshub.core import (
     BinaryMessage,
@@ -300,9 +302,13 @@ def test_prepared_message_is_framed_once_and_shared() -> None:
     assert parse_frames(a) == [(TEXT, b"broadcast")]
 
 
-def test_mask_payload_matches_bytewise_xor() -> None:
-    mask = b"\x01\x02\x03\x04"
-    data = bytes(range(256)) * 3
+@settings(max_examples=200, deadline=None)
+@given(
+    mask=st.binary(min_size=4, max_size=4),
+    data=st.one_of(st.binary(max_size=64), st.binary(min_size=2000, max_size=9000)),
+)
+def test_mask_payload_matches_bytewise_xor(mask: bytes, data: bytes) -> None:
+    # Both the small (integer) and the large (translate) ways, and their border.
     assert mask_payload(mask, data) == bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     assert mask_payload(mask, b"") == b""
 
