@@ -127,20 +127,29 @@ def start(name: str) -> tuple[subprocess.Popen[str], str]:
     return proc, f"ws://127.0.0.1:{port}"
 
 
-def measure(url: str, scenario: Callable[[str, int], Awaitable[None]], n: int, runs: int) -> float:
-    times = []
+def timed(url: str, scenario: Callable[[str, int], Awaitable[None]], n: int) -> float:
+    start_time = time.perf_counter()
+    asyncio.run(scenario(url, n))
+    return time.perf_counter() - start_time
+
+
+def measure_pair(
+    urls: tuple[str, str], scenario: Callable[[str, int], Awaitable[None]], n: int, runs: int
+) -> tuple[float, float]:
+    """Medians of ``runs`` alternated runs, so drift on the machine hits both sides."""
+    ours: list[float] = []
+    theirs: list[float] = []
     for _ in range(runs):
-        start_time = time.perf_counter()
-        asyncio.run(scenario(url, n))
-        times.append(time.perf_counter() - start_time)
-    return statistics.median(times)
+        ours.append(timed(urls[0], scenario, n))
+        theirs.append(timed(urls[1], scenario, n))
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one run per scenario, less work")
     args = parser.parse_args()
-    runs = 1 if args.quick else 3
+    runs = 1 if args.quick else 7
     scale = 0.2 if args.quick else 1.0
     servers = {name: start(name) for name in SERVER_CODE}
     try:
@@ -148,8 +157,8 @@ def main() -> None:
         print("|---|---|---|---|")
         for label, (scenario, n) in SCENARIOS.items():
             count = max(1, int(n * scale))
-            ours = measure(servers["wshub"][1], scenario, count, runs)
-            theirs = measure(servers["websockets"][1], scenario, count, runs)
+            urls = (servers["wshub"][1], servers["websockets"][1])
+            ours, theirs = measure_pair(urls, scenario, count, runs)
             print(
                 f"| {label.replace('N', str(count))} | {ours:.3f} | {theirs:.3f} "
                 f"| {theirs / ours:.2f} |",

@@ -12,10 +12,10 @@ from helpers import MASK, ConnectionPair, client_frame, open_server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wshub.core import BinaryMessage, Limits, TextMessage
+from wshub.core import BinaryMessage, Closed, Limits, TextMessage
 from wshub.core.connection import Connection
 
-LIMITS = Limits(max_message_size=300)
+LIMITS = Limits(max_message_size=80_000, max_outbox_size=1 << 20)
 
 
 def _frames() -> st.SearchStrategy[bytes]:
@@ -23,6 +23,13 @@ def _frames() -> st.SearchStrategy[bytes]:
     binary = st.binary(max_size=400).map(lambda b: client_frame(0x2, b))
     bad_utf8 = st.just(client_frame(0x1, b"ok\xff"))
     medium = st.integers(126, 300).map(lambda n: client_frame(0x2, b"m" * n))
+    medium_text = st.tuples(st.integers(40, 120), st.booleans()).map(
+        # multi-byte characters, and maybe an invalid byte in the middle
+        lambda a: client_frame(0x1, "é".encode() * a[0] + (b"\xc3(" if a[1] else b"") + b"z" * 50)
+    )
+    large = st.integers(1 << 16, (1 << 16) + 100).map(lambda n: client_frame(0x2, b"L" * n))
+    oversized = st.just(client_frame(0x2, b"O" * 80_001))
+    non_minimal_64 = st.just(bytes([0x82, 0xFF]) + (200).to_bytes(8, "big") + MASK + b"n" * 200)
     ping = st.binary(max_size=10).map(lambda b: client_frame(0x9, b))
     fragment = st.tuples(st.binary(max_size=20), st.binary(max_size=20)).map(
         lambda ab: client_frame(0x2, ab[0], fin=False) + client_frame(0x0, ab[1])
@@ -32,7 +39,20 @@ def _frames() -> st.SearchStrategy[bytes]:
     non_minimal = st.just(bytes([0x82, 0xFE, 0x00, 0x05]) + MASK + b"hello")
     close = st.just(client_frame(0x8, b"\x03\xe8bye"))
     return st.one_of(
-        text, binary, bad_utf8, medium, ping, fragment, unmasked, rsv, non_minimal, close
+        text,
+        binary,
+        bad_utf8,
+        medium,
+        medium_text,
+        large,
+        oversized,
+        non_minimal_64,
+        ping,
+        fragment,
+        unmasked,
+        rsv,
+        non_minimal,
+        close,
     )
 
 
@@ -53,8 +73,8 @@ def _run(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[object], b
 
 @settings(max_examples=300, deadline=None)
 @given(
-    frames=st.lists(_frames(), max_size=8),
-    cut_fractions=st.lists(st.floats(0, 1), max_size=5),
+    frames=st.lists(_frames(), max_size=6),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=8),
 )
 def test_fast_path_matches_wsproto_for_any_split(
     frames: list[bytes], cut_fractions: list[float]
@@ -100,3 +120,24 @@ def test_client_side_fast_path_reads_unmasked_frames() -> None:
     pair.server.send_binary(b"\x00\x01")
     client_events, _ = pair.pump(eof=False)
     assert client_events[-2:] == [TextMessage(data="from server"), BinaryMessage(data=b"\x00\x01")]
+
+
+def test_large_frame_is_collected_across_reads_without_wsproto() -> None:
+    server = open_server(limits=LIMITS)
+    proto = server._proto
+    assert proto is not None
+    frame = client_frame(0x2, bytes(range(256)) * 300)  # 76 800 bytes: a 64-bit length
+    server._proto.receive_bytes = None  # type: ignore[assignment, union-attr]  # must not be used
+    for i in range(0, len(frame), 10_000):
+        server.receive_data(frame[i : i + 10_000])
+    assert server.events_received() == [BinaryMessage(data=bytes(range(256)) * 300)]
+
+
+def test_invalid_utf8_in_a_large_frame_fails_before_the_rest_arrives() -> None:
+    server = open_server(limits=LIMITS)
+    frame = client_frame(0x1, b"ok" + b"\xff" + b"x" * 60_000)
+    server.receive_data(frame[:1000])
+    [closed] = server.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.code == 1007
+    assert server.should_close_transport()
