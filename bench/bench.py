@@ -1,8 +1,8 @@
 """Side-by-side benchmark: wshub vs the ``websockets`` library, ratios in one run.
 
 Each server runs in its own subprocess (asyncio, one core each at most), and
-both are driven by the same client (the ``websockets`` asyncio client), so the
-only difference is the server under test. Figures are wall-clock seconds for a
+both are driven by the same minimal client (pre-masked frames out, byte counts
+in), so the only difference is the server under test. Figures are wall-clock seconds for a
 fixed amount of work; the ratio is websockets / wshub (above 1: wshub faster).
 
     python bench/bench.py [--quick]
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
-import websockets
+from wshub.core.frames import encode_frame
 
 SERVER_CODE = {
     "wshub": r"""
@@ -80,35 +82,68 @@ asyncio.run(main())
 }
 
 
+class RawClient:
+    """A minimal client that costs the measurement almost nothing.
+
+    It sends frames masked in advance and counts reply bytes instead of
+    parsing frames (both servers answer with the same unmasked frame sizes),
+    so the figures are the servers' speed, not a Python client's.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, url: str) -> RawClient:
+        host, port = url.removeprefix("ws://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def expect(self, nbytes: int) -> None:
+        await self.reader.readexactly(nbytes)
+
+    def close(self) -> None:
+        self.writer.write(encode_frame(0x8, b"\x03\xe8", mask=b"abcd"))
+        self.writer.close()
+
+
+def reply_size(payload: int) -> int:
+    """Bytes of an unmasked server frame carrying ``payload`` bytes."""
+    return payload + (2 if payload < 126 else 4 if payload < 1 << 16 else 10)
+
+
 async def echo_small(url: str, n: int) -> None:
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
-        message = "x" * 32
-        for _ in range(n):
-            await ws.send(message)
-        for _ in range(n):
-            await ws.recv()
+    client = await RawClient.open(url)
+    frame = encode_frame(0x1, b"x" * 32, mask=b"abcd")
+    client.writer.write(frame * n)
+    await client.expect(reply_size(32) * n)
+    client.close()
 
 
 async def echo_large(url: str, n: int) -> None:
-    async with websockets.connect(url, max_size=None, compression=None) as ws:
-        message = b"y" * (256 * 1024)
-        for _ in range(n):
-            await ws.send(message)
-            await ws.recv()
+    client = await RawClient.open(url)
+    size = 256 * 1024
+    frame = encode_frame(0x2, b"y" * size, mask=b"abcd")
+    for _ in range(n):
+        client.writer.write(frame)
+        await client.expect(reply_size(size))
+    client.close()
 
 
 async def fanout(url: str, n: int, clients: int = 50) -> None:
-    conns = [await websockets.connect(url, max_size=None, compression=None) for _ in range(clients)]
-    try:
-        await conns[0].send(f"fanout {n} 100")
-
-        async def drain(ws: websockets.ClientConnection) -> None:
-            for _ in range(n):
-                await ws.recv()
-
-        await asyncio.gather(*(drain(ws) for ws in conns))
-    finally:
-        await asyncio.gather(*(ws.close() for ws in conns))
+    conns = [await RawClient.open(url) for _ in range(clients)]
+    conns[0].writer.write(encode_frame(0x1, f"fanout {n} 100".encode(), mask=b"abcd"))
+    await asyncio.gather(*(c.expect(reply_size(100) * n) for c in conns))
+    for c in conns:
+        c.close()
 
 
 SCENARIOS: dict[str, tuple[Callable[[str, int], Awaitable[None]], int]] = {
