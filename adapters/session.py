@@ -163,7 +163,8 @@ class ServerSession:
             self.core.reject(503, reason)
             self._driver.notify()
         elif state is State.CONNECTING:
-            self._driver.abort()
+            self.core.refuse(503, reason)
+            self._driver.notify()
 
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, TextMessage | BinaryMessage):

@@ -190,6 +190,19 @@ class ServerConnection(Connection):
         http_response(status, headers, body)  # validates the headers before any state change
         self._answer(status, body, headers, clean=True)
 
+    def refuse(self, status: int, reason: str = "") -> None:
+        """Answer with an HTTP error now, even before the request has fully arrived.
+
+        For a server that is stopping (503): a client still sending its
+        request head gets an answer instead of a dropped connection
+        (RFC 9110 allows a server to respond before reading the whole request).
+        """
+        if self._state not in (State.CONNECTING, State.DECIDING):
+            raise LocalProtocolError(f"no handshake to refuse ({self._state.name})")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be 400-599, got {status}")
+        self._answer(status, reason.encode("utf-8"), (), clean=False)
+
     def _answer(self, status: int, body: bytes, headers: Headers, *, clean: bool = True) -> None:
         self._answer_raw(status, http_response(status, headers, body), body, clean=clean)
 

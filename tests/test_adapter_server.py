@@ -325,6 +325,24 @@ async def test_shutdown_answers_pending_handshakes_with_503(raw_client: Any) -> 
                 assert status == 503
 
 
+async def test_shutdown_answers_half_sent_requests_with_503(raw_client: Any) -> None:
+    server = WebSocketServer(open_echo(), shutdown_timeout=0.5)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            async with raw_client(server.port) as raw:
+                await raw.send(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: webso")
+                while not any(
+                    slot.session is not None and slot.session.core.bytes_received
+                    for slot in server._slots
+                ):
+                    await anyio.sleep(0.01)  # until the server has read the partial head
+                server.shutdown()
+                status, _headers, body = await raw.read_response()
+                assert status == 503
+                assert body == b"server shutting down"
+
+
 async def test_exception_in_on_message_closes_1011_and_spares_others(
     running_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -244,6 +244,31 @@ def test_reject_sends_status_and_reason() -> None:
     assert conn.state is State.CLOSED
 
 
+def test_refuse_answers_before_the_request_has_arrived() -> None:
+    conn = server()
+    conn.receive_data(upgrade_request()[:20])
+    conn.refuse(503, "server shutting down")
+    out = conn.data_to_send()
+    assert status_of(out) == 503
+    assert out.endswith(b"server shutting down")
+    assert conn.should_close_transport()
+    [closed] = conn.events_received()
+    assert isinstance(closed, Closed)
+    assert not closed.clean
+    assert closed.initiator is Side.LOCAL
+
+
+def test_refuse_after_the_handshake_or_with_a_success_status_raises() -> None:
+    conn = server()
+    with pytest.raises(ValueError, match="400-599"):
+        conn.refuse(200)
+    assert conn.state is State.CONNECTING
+    opened = open_server()
+    with pytest.raises(LocalProtocolError):
+        opened.refuse(503)
+    assert opened.state is State.OPEN
+
+
 def test_decisions_before_a_request_raise_and_change_nothing() -> None:
     conn = server()
     for call in (conn.accept, lambda: conn.reject(400), lambda: conn.respond(200)):
