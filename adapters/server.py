@@ -1,5 +1,9 @@
 """The anyio WebSocket server: listen, run one session per connection, stop gracefully.
 
+Plain TCP connections are driven straight on their non-blocking sockets
+(``SocketDriver``: one task each, writes without a task); TLS connections
+over anyio's TLS stream (``Driver``).
+
 Each accepted connection runs in its own shielded cancel scope, so that
 cancelling ``serve`` does not kill connections abruptly: the shutdown path
 closes them with 1001, waits up to ``shutdown_timeout`` for the closing
@@ -9,21 +13,16 @@ handshakes, and only then cancels what remains.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl as _ssl
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import (
-    ByteStream,
-    SocketAttribute,
-    SocketListener,
-    SocketStream,
-    TaskGroup,
-    TaskStatus,
-)
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.tls import TLSStream
 
 from ..core import Limits, ServerConnection
+from ._scheduler import Scheduler
 from .handler import Handler
 from .session import ServerSession
 
@@ -32,10 +31,11 @@ __all__ = ["WebSocketServer", "serve"]
 logger = logging.getLogger("wshub.server")
 
 _ACCEPT_RETRY_DELAY = 0.1  # after accept() fails (EMFILE...), before trying again
+_ACCEPT_BURST = 64  # connections accepted in a row before letting them run
 _SHUTDOWN_REASON = "server shutting down"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Slot:
     """A connection task: its cancel scope and, after TLS, its session."""
 
@@ -98,47 +98,78 @@ class WebSocketServer:
         address = listeners[0].extra(SocketAttribute.local_address)
         self.host, self.port = str(address[0]), int(address[1])
         try:
-            async with anyio.create_task_group() as connections:
+            async with anyio.create_task_group() as service:
+                # Timers and writers of every connection; cancelled once they are all gone.
+                scheduler = Scheduler(service.start_soon)
+                service.start_soon(scheduler.run)
                 try:
-                    async with anyio.create_task_group() as accepting:
-                        for listener in listeners:
-                            assert isinstance(listener, SocketListener)
-                            accepting.start_soon(self._accept_loop, listener, connections)
-                        logger.info("listening on %s", self.url)
-                        task_status.started(self)
-                        await self._stop.wait()
-                        accepting.cancel_scope.cancel()
+                    async with anyio.create_task_group() as connections:
+                        try:
+                            async with anyio.create_task_group() as accepting:
+                                for listener in listeners:
+                                    accepting.start_soon(
+                                        self._accept_loop,
+                                        listener.extra(SocketAttribute.raw_socket),
+                                        connections,
+                                        scheduler,
+                                    )
+                                logger.info("listening on %s", self.url)
+                                task_status.started(self)
+                                await self._stop.wait()
+                                accepting.cancel_scope.cancel()
+                        finally:
+                            with anyio.CancelScope(shield=True):
+                                await multi.aclose()
+                                await self._drain()
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await multi.aclose()
-                        await self._drain()
+                    service.cancel_scope.cancel()
         finally:
             logger.info("stopped serving %s", self.url)
 
-    async def _accept_loop(self, listener: SocketListener, connections: TaskGroup) -> None:
+    async def _accept_loop(
+        self, listening: socket.socket, connections: TaskGroup, scheduler: Scheduler
+    ) -> None:
+        """Accept every pending connection per wake-up (the listening socket is non-blocking)."""
+        burst = 0
         while True:
             try:
-                stream = await listener.accept()
-            except anyio.ClosedResourceError:
-                return
+                sock, _address = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                burst = 0
+                try:
+                    await anyio.wait_readable(listening)
+                except (anyio.ClosedResourceError, OSError):
+                    return
+                continue
             except OSError as exc:  # EMFILE, ECONNABORTED...: the listener lives on
+                if listening.fileno() < 0:
+                    return
                 logger.warning("accept failed: %s", exc)
                 await anyio.sleep(_ACCEPT_RETRY_DELAY)
                 continue
-            connections.start_soon(self._connection, stream)
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connections.start_soon(self._connection, sock, scheduler)
+            burst += 1
+            if burst >= _ACCEPT_BURST:  # let the accepted ones run
+                burst = 0
+                await anyio.lowlevel.checkpoint()
 
-    async def _connection(self, raw: SocketStream) -> None:
+    async def _connection(self, sock: socket.socket, scheduler: Scheduler) -> None:
         with anyio.CancelScope(shield=True) as scope:
             slot = _Slot(scope)
             self._slots.add(slot)
-            stream: ByteStream = raw
+            stream: ByteStream | None = None
+            remote = _remote(sock)
             try:
-                remote = _remote(raw)
+                transport: ByteStream | socket.socket = sock
                 if self.ssl is not None:
                     try:
                         with anyio.fail_after(self.limits.handshake_timeout):
+                            stream = await SocketStream.from_socket(sock)
                             stream = await TLSStream.wrap(
-                                raw,
+                                stream,
                                 server_side=True,
                                 ssl_context=self.ssl,
                                 standard_compatible=False,
@@ -146,19 +177,25 @@ class WebSocketServer:
                     except (TimeoutError, anyio.BrokenResourceError, OSError) as exc:
                         logger.info("TLS handshake with %s failed: %r", remote, exc)
                         return
+                    transport = stream
                 core = ServerConnection(
                     limits=self.limits, compression=self.compression, clock=anyio.current_time
                 )
-                session = ServerSession(core, stream, self.handler, remote=remote)
+                session = ServerSession(
+                    core, transport, self.handler, remote=remote, scheduler=scheduler
+                )
                 slot.session = session
                 if self._stopping:
                     session._shutdown(1001, _SHUTDOWN_REASON)
                 await session._run()
             except Exception:
-                logger.exception("connection from %s crashed", _remote(raw))
+                logger.exception("connection from %s crashed", remote)
             finally:
                 self._slots.discard(slot)
-                await anyio.aclose_forcefully(stream)
+                if stream is not None:
+                    await anyio.aclose_forcefully(stream)
+                else:
+                    sock.close()
                 if not self._slots and self._idle is not None:
                     self._idle.set()
 
@@ -179,10 +216,10 @@ class WebSocketServer:
             slot.scope.cancel()
 
 
-def _remote(stream: SocketStream) -> tuple[str, int] | None:
+def _remote(sock: socket.socket) -> tuple[str, int] | None:
     try:
-        address = stream.extra(SocketAttribute.remote_address)
-    except anyio.TypedAttributeLookupError:
+        address = sock.getpeername()
+    except OSError:
         return None
     if isinstance(address, tuple):
         return str(address[0]), int(address[1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from typing import TYPE_CHECKING
 
 import anyio
@@ -31,6 +32,8 @@ from ..core import (
 )
 from ..core.auth import Denial
 from ._driver import Driver
+from ._scheduler import Scheduler
+from ._socket_driver import SocketDriver
 from .handler import Accept, Handler, HttpResponse
 
 if TYPE_CHECKING:
@@ -46,13 +49,27 @@ _CLOSE_HOOK_TIMEOUT = 5.0  # on_close after an abort runs shielded, but not fore
 class ServerSession:
     """A server connection: identity, non-blocking sends, closing, completion."""
 
+    __slots__ = (
+        "_done",
+        "_driver",
+        "_failed",
+        "_finished",
+        "_handler",
+        "_opened",
+        "closed_event",
+        "core",
+        "id",
+        "remote",
+    )
+
     def __init__(
         self,
         core: ServerConnection,
-        stream: ByteStream,
+        transport: ByteStream | socket.socket,
         handler: Handler,
         *,
         remote: tuple[str, int] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.id: str = secrets.token_hex(8)
         self.remote = remote
@@ -61,8 +78,17 @@ class ServerSession:
         self._handler = handler
         self._opened = False
         self._failed = False  # a hook raised: stop delivering messages
-        self._done = anyio.Event()
-        self._driver = Driver(core, stream, self._dispatch, logger=logger, name=self.id)
+        self._done: anyio.Event | None = None  # created by the first wait_closed
+        self._finished = False  # Closed dispatched and the transport is done
+        self._driver: Driver | SocketDriver
+        if isinstance(transport, socket.socket):
+            if scheduler is None:
+                raise ValueError("a socket connection needs the server's scheduler")
+            self._driver = SocketDriver(
+                core, transport, self._dispatch, scheduler=scheduler, logger=logger, name=self.id
+            )
+        else:
+            self._driver = Driver(core, transport, self._dispatch, logger=logger, name=self.id)
 
     def __repr__(self) -> str:
         return f"<ServerSession {self.id} {self.remote} {self.core.state.name}>"
@@ -135,7 +161,10 @@ class ServerSession:
 
     async def wait_closed(self) -> Closed:
         """Wait until the connection is over (Closed dispatched, transport done)."""
-        await self._done.wait()
+        if not self._finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
         assert self.closed_event is not None
         return self.closed_event
 
@@ -152,7 +181,9 @@ class ServerSession:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_HOOK_TIMEOUT):
                     for event in self.core.events_received():
                         await self._dispatch(event)
-            self._done.set()
+            self._finished = True
+            if self._done is not None:
+                self._done.set()
 
     def _shutdown(self, code: int, reason: str) -> None:
         """Server stopping: close open connections, answer pending ones with 503."""

@@ -1,0 +1,324 @@
+"""Drive one sans-IO connection over a plain non-blocking TCP socket, cheaply.
+
+The fast path of the server (TLS connections use ``Driver`` over a stream).
+One task per connection, the reader: it waits until the socket is readable,
+feeds the core and dispatches its events in order. Writing needs no task:
+``notify()`` asks the shared ``Scheduler`` for a flush once the current task
+yields, and the flush hands everything queued to ``socket.send`` at once (one
+system call for all the messages of one read, or of a burst of publishes).
+Only when the socket cannot take all of it does a writer task start; it waits
+until the socket is writable, sends the rest and everything queued meanwhile,
+in order, then ends. Timers are entries in the scheduler's heap.
+
+Once the core asks to close the transport, everything left (flushing the
+outbox, waiting for the peer's FIN) must finish within ``close_timeout``;
+after that the socket is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+from typing import Any
+
+import anyio
+
+from ..core import Connection, State
+from ._driver import READ_SIZE, Dispatch
+from ._scheduler import Scheduler
+
+__all__ = ["SocketDriver"]
+
+_WAIT_ERRORS = (anyio.ClosedResourceError, anyio.BusyResourceError, OSError)
+
+
+class SocketDriver:
+    """Runs a core ``Connection`` on a connected non-blocking socket until both ends are done."""
+
+    __slots__ = (
+        "_armed",
+        "_close_by",
+        "_closed_dispatched",
+        "_dirty",
+        "_dispatch",
+        "_eof",
+        "_finished",
+        "_half_closed",
+        "_interrupted",
+        "_log",
+        "_name",
+        "_pending",
+        "_progress",
+        "_recv_scope",
+        "_scheduler",
+        "_send_scope",
+        "_stop_reading",
+        "_timer",
+        "_writer_done",
+        "_writing",
+        "core",
+        "sock",
+    )
+
+    def __init__(
+        self,
+        core: Connection,
+        sock: socket.socket,
+        dispatch: Dispatch,
+        *,
+        scheduler: Scheduler,
+        logger: logging.Logger,
+        name: str = "",
+    ) -> None:
+        self.core = core
+        self.sock = sock
+        self._dispatch = dispatch
+        self._scheduler = scheduler
+        self._log = logger
+        self._name = name
+        self._timer: list[Any] | None = None
+        self._armed = math.inf  # the deadline of ``_timer``
+        self._close_by = math.inf  # set once the core asks to close the transport
+        self._recv_scope: anyio.CancelScope | None = None
+        self._send_scope: anyio.CancelScope | None = None
+        self._pending = b""  # bytes the socket did not take yet (the writer owns them)
+        self._writing = False  # a writer task is running
+        self._writer_done: anyio.Event | None = None
+        self._progress: anyio.Event | None = None
+        self._dirty = False  # a flush is scheduled
+        self._half_closed = False
+        self._interrupted = False
+        self._closed_dispatched = False
+        self._eof = False
+        self._stop_reading = False
+        self._finished = False  # the socket is closed
+
+    # -- called from anywhere in the event loop --------------------------
+
+    def notify(self) -> None:
+        """React to a change made to the core: write soon, re-arm timers, report closing."""
+        core = self.core
+        if (
+            not self._dirty
+            and not self._writing
+            and (core.outbox_size or (core.should_close_transport() and not self._half_closed))
+        ):
+            self._dirty = True
+            self._scheduler.flush_soon(self)
+        if self._close_by == math.inf and core.should_close_transport():
+            self._set_close_by(anyio.current_time() + core.limits.close_timeout)
+        deadline = core.next_deadline()
+        if deadline is not None and deadline < self._armed:
+            self._arm(deadline)
+        if (
+            core.state is State.CLOSED
+            and not self._closed_dispatched
+            and self._recv_scope is not None
+            and not self._interrupted
+        ):
+            self._interrupted = True
+            self._recv_scope.cancel()
+
+    def abort(self) -> None:
+        """Give up on flushing and on the peer: close the transport now."""
+        self._set_close_by(anyio.current_time())
+        self._pending = b""
+
+    async def wait_room(self, size: int, high_water: int) -> None:
+        """Wait until ``size`` more bytes fit the outbox (see ``Driver.wait_room``)."""
+        core = self.core
+        limit = core.limits.max_outbox_size
+        while (
+            core.state is State.OPEN
+            and core.outbox_size
+            and (core.outbox_size > high_water or core.outbox_size + size > limit)
+        ):
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    # -- scheduler callbacks ---------------------------------------------
+
+    def on_timer(self) -> None:
+        self._timer = None
+        self._armed = math.inf
+        self.core.handle_timer()
+        self.notify()
+
+    def flush(self) -> None:
+        """Write what the core queued; start the writer if the socket is full."""
+        self._dirty = False
+        if self._writing or self._finished:
+            return
+        core = self.core
+        data = core.data_to_send()
+        if data:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._broken()
+                return
+            if sent < len(data):
+                self._pending = data[sent:]
+                self._writing = True
+                self._scheduler.spawn(self._write_rest)
+                return
+            self._made_progress()
+        if core.should_close_transport() and not self._half_closed:
+            self._half_close()
+
+    # -- internals -------------------------------------------------------
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._scheduler.cancel(self._timer)
+        self._armed = deadline
+        self._timer = self._scheduler.schedule(self, deadline)
+
+    def _set_close_by(self, when: float) -> None:
+        if when >= self._close_by:
+            return
+        self._close_by = when
+        for scope in (self._send_scope, self._recv_scope):
+            if scope is not None:
+                scope.deadline = when
+
+    def _made_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    def _broken(self) -> None:
+        """The socket failed (reset, broken pipe): the peer is gone."""
+        self._pending = b""
+        self.core.receive_eof()
+        self._made_progress()
+        self.notify()
+
+    def _half_close(self) -> None:
+        """Send FIN and let the reader wait for the peer's."""
+        self._half_closed = True
+        if self._close_by > anyio.current_time():
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                return
+            except OSError:
+                pass
+        self._stop_reading = True
+        if self._recv_scope is not None and self._closed_dispatched:
+            self._recv_scope.cancel()
+
+    async def _write_rest(self) -> None:
+        """The socket was full: wait until it takes the rest, and what comes meanwhile."""
+        core = self.core
+        sock = self.sock
+        try:
+            while self._pending:
+                with anyio.CancelScope(deadline=self._close_by) as scope:
+                    self._send_scope = scope
+                    try:
+                        await anyio.wait_writable(sock)
+                    except _WAIT_ERRORS:
+                        self._pending = b""
+                self._send_scope = None
+                if scope.cancelled_caught:
+                    self._pending = b""  # flush deadline passed: give up
+                    return
+                try:
+                    sent = sock.send(self._pending)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    self._broken()
+                    return
+                self._pending = self._pending[sent:]
+                if not self._pending:
+                    self._made_progress()
+                    self._pending = core.data_to_send()
+        finally:
+            self._send_scope = None
+            self._writing = False
+            if self._writer_done is not None:
+                self._writer_done.set()
+        if core.should_close_transport() and not self._half_closed:
+            self._half_close()
+
+    # -- the reader ------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drive the connection until the Closed event is handled and the transport is done."""
+        try:
+            await self._read_loop()
+            if self._dirty:
+                self.flush()  # now: the socket is about to close
+            if self._writing:
+                self._writer_done = anyio.Event()
+                await self._writer_done.wait()
+        finally:
+            if self._writing:  # cancelled: stop the writer before closing its socket
+                with anyio.CancelScope(shield=True):
+                    if self._writer_done is None:
+                        self._writer_done = anyio.Event()
+                    if self._send_scope is not None:
+                        self._send_scope.cancel()
+                    await self._writer_done.wait()
+            if self._timer is not None:
+                self._scheduler.cancel(self._timer)
+                self._timer = None
+            self._armed = -math.inf  # never re-armed
+            self._finished = True
+            self.sock.close()
+
+    async def _read_loop(self) -> None:
+        core = self.core
+        sock = self.sock
+        ready = True  # data may be waiting: try reading before waiting
+        while True:
+            events = core.events_received()
+            while events:
+                for event in events:
+                    await self._dispatch(event)
+                # Sends made by the handlers notified already; this one covers
+                # what the core did by itself (pongs, close echoes, failures).
+                self.notify()
+                events = core.events_received()
+            if core.state is State.CLOSED:
+                self._closed_dispatched = True
+                if self._eof or self._stop_reading:
+                    return
+            data = b""
+            if not ready:
+                if self._close_by <= anyio.current_time():
+                    ready = True  # deadline passed: treated as EOF below
+                else:
+                    with anyio.CancelScope(deadline=self._close_by) as scope:
+                        self._recv_scope = scope
+                        with contextlib.suppress(*_WAIT_ERRORS):
+                            await anyio.wait_readable(sock)
+                    self._recv_scope = None
+                    if not scope.cancelled_caught:
+                        ready = True
+                        continue
+                    if self._interrupted and not self._closed_dispatched:
+                        continue  # woken to dispatch the Closed event; keep reading after
+                    ready = True
+            else:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    ready = False
+                    continue
+                except OSError:
+                    data = b""
+                ready = len(data) == READ_SIZE
+            if data:
+                core.receive_data(data)
+            else:
+                # EOF, a broken socket, or the close deadline passed.
+                self._eof = True
+                core.receive_eof()
+            self.notify()
