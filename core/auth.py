@@ -39,10 +39,13 @@ SUBPROTOCOL = "wshub.v1"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is on the other end: an id (shared by all of a user's tabs) and scopes."""
+    """Who is on the other end: an id (shared by all of a user's tabs), scopes,
+    and when the credentials end (``expires_at``, seconds since the epoch, or
+    None for credentials that do not expire)."""
 
     id: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

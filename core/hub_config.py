@@ -42,6 +42,15 @@ class HubConfig:
         (default) a binary message closes the connection with 1003.
     ``send_welcome``
         Send the ``welcome`` envelope when a connection is added. Default True.
+    ``auth_timeout``
+        Time a connection accepted without credentials (first-message auth)
+        has to send a valid ``auth`` message; then 1008. Default 10 s.
+    ``message_rate`` / ``message_burst``
+        Inbound messages per second per connection (a token bucket holding
+        ``message_burst``). A message beyond it is not processed: the client
+        gets a ``rate_limited`` error, which counts toward ``max_errors``
+        (so a sustained flood is closed with 1008). ``message_rate=None``
+        disables the limit. Defaults 500/s and 1000.
     """
 
     max_connections: int = 10_000
@@ -57,6 +66,9 @@ class HubConfig:
     max_subscriptions: int = 256
     accept_binary: bool = False
     send_welcome: bool = True
+    auth_timeout: float = 10.0
+    message_rate: float | None = 500.0
+    message_burst: int = 1000
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,6 +79,7 @@ class HubConfig:
             "max_depth",
             "max_pending_commands",
             "max_subscriptions",
+            "message_burst",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -75,6 +88,8 @@ class HubConfig:
             raise ValueError(f"max_errors must be >= 0, got {self.max_errors!r}")
         if self.retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {self.retry_after!r}")
-        for name in ("error_window", "default_command_timeout"):
+        if self.message_rate is not None and not self.message_rate > 0:
+            raise ValueError(f"message_rate must be positive or None, got {self.message_rate!r}")
+        for name in ("error_window", "default_command_timeout", "auth_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
