@@ -166,6 +166,8 @@ class Connection:
         self._next_ping: float | None = None
         self._pong_deadline: float | None = None
         self._ping_payload = b""
+        self._ping_tokens = float(limits.ping_burst)  # the peer's ping budget
+        self._ping_refilled = now
         self._close_deadline: float | None = None
         self.subprotocol: str | None = None
         self.bytes_received = 0
@@ -387,6 +389,22 @@ class Connection:
         self._partial = None
         self._events.append(event)
 
+    def _ping_allowed(self) -> bool:
+        """Take one token of the peer's ping bucket (``Limits.ping_rate``)."""
+        rate = self.limits.ping_rate
+        if rate is None:
+            return True
+        now = self._clock()
+        tokens = min(
+            float(self.limits.ping_burst), self._ping_tokens + (now - self._ping_refilled) * rate
+        )
+        self._ping_refilled = now
+        if tokens < 1.0:
+            self._ping_tokens = tokens
+            return False
+        self._ping_tokens = tokens - 1.0
+        return True
+
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame if open, then drop."""
         if self._state is State.OPEN:
@@ -531,6 +549,9 @@ class Connection:
                 elif opcode is WsOpcode.PING:
                     assert isinstance(payload, bytes)
                     if self._state is State.OPEN:
+                        if not self._ping_allowed():
+                            self._fail(1008, "too many pings")
+                            return
                         self._queue_message(self._frame(Opcode.PONG, payload))
                 elif opcode is WsOpcode.PONG:
                     if self._pong_deadline is not None and payload == self._ping_payload:

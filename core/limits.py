@@ -43,6 +43,12 @@ class Limits:
     ``idle_timeout``
         Close with 1001 when nothing has been received for this long.
         Default ``None`` (keepalive already detects dead peers).
+    ``ping_rate`` / ``ping_burst``
+        Pings the peer may send per second (a token bucket holding
+        ``ping_burst``): each ping costs a pong, so a flood beyond this fails
+        the connection with 1008 "too many pings". ``ping_rate=None``
+        disables the check. Defaults 10/s and 50 (keepalives come every few
+        seconds at most).
     """
 
     max_message_size: int = 1 << 20
@@ -53,16 +59,18 @@ class Limits:
     ping_timeout: float = 20.0
     close_timeout: float = 10.0
     idle_timeout: float | None = None
+    ping_rate: float | None = 10.0
+    ping_burst: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_head_size", "max_outbox_size"):
+        for name in ("max_message_size", "max_head_size", "max_outbox_size", "ping_burst"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("handshake_timeout", "ping_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("ping_interval", "idle_timeout"):
+        for name in ("ping_interval", "idle_timeout", "ping_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
