@@ -3,6 +3,7 @@
 Nothing in this package performs I/O or reads the clock; see DESIGN.md.
 """
 
+from .auth import AccessPolicy, Denial, StaticTokens, Verifier
 from .client import ClientConnection
 from .connection import Connection, State
 from .deflate import DeflateParams
@@ -32,11 +33,14 @@ from .hub_events import (
 )
 from .hub_stats import HubStats, prometheus_text
 from .limits import Limits
+from .principal import Principal
 from .registry import Admission, ConnectionInfo, HubConnection
 from .server import ServerConnection
+from .tokens import SignedTokens, TokenRejection
 from .topics import TopicPolicy
 
 __all__ = [
+    "AccessPolicy",
     "Admission",
     "BinaryMessage",
     "BinaryReceived",
@@ -49,6 +53,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionInfo",
     "DeflateParams",
+    "Denial",
     "ErrorCode",
     "Event",
     "HandshakeRequest",
@@ -65,13 +70,18 @@ __all__ = [
     "Opened",
     "PreparedMessage",
     "PresenceChanged",
+    "Principal",
     "Published",
     "Rejected",
     "ServerConnection",
     "Side",
+    "SignedTokens",
     "State",
+    "StaticTokens",
     "TextMessage",
+    "TokenRejection",
     "TopicPolicy",
+    "Verifier",
     "WsHubError",
     "prometheus_text",
 ]
