@@ -21,6 +21,7 @@ from .events import (
     TextMessage,
 )
 from .frames import Opcode, PreparedMessage
+from .hosts import is_loopback, loopback_hosts
 from .hub import Hub
 from .hub_config import HubConfig
 from .hub_events import (
@@ -83,5 +84,7 @@ __all__ = [
     "TopicPolicy",
     "Verifier",
     "WsHubError",
+    "is_loopback",
+    "loopback_hosts",
     "prometheus_text",
 ]

@@ -10,6 +10,7 @@ requests.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from enum import Enum, auto
 
 import h11
@@ -26,6 +27,7 @@ from .handshake import (
     is_upgrade_request,
     parse_upgrade_request,
 )
+from .hosts import normalize_hosts
 from .limits import Limits
 from .request_head import HeadScanner
 
@@ -44,6 +46,12 @@ class ServerConnection(Connection):
     ``compression`` enables permessage-deflate when the client offers it.
     ``principal`` is whatever the application passed to ``accept`` (the hub
     uses it to route messages per user).
+
+    ``allowed_hosts``: ``None`` accepts any ``Host``; otherwise a collection
+    of exact ``host[:port]`` values (compared case-insensitively, e.g.
+    ``hosts.loopback_hosts(port)``), and any request, upgrade or plain HTTP,
+    whose ``Host`` is not one of them is answered 403 "host not allowed"
+    without being reported (DNS rebinding, see ``hosts``).
     """
 
     is_client = False
@@ -55,9 +63,11 @@ class ServerConnection(Connection):
         compression: bool = False,
         clock: Clock,
         random: RandomSource = os.urandom,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         super().__init__(limits=limits or Limits(), clock=clock, random=random)
         self.compression = compression
+        self.allowed_hosts = None if allowed_hosts is None else normalize_hosts(allowed_hosts)
         self.principal: object = None
         self.request: HandshakeRequest | None = None
         limits = self.limits
@@ -117,6 +127,12 @@ class ServerConnection(Connection):
             # RFC 9110 §15.6.6: a major version we do not speak.
             self._answer(505, b"HTTP version not supported", (), clean=False)
             return
+        if self.allowed_hosts is not None:
+            # h11 has already refused a repeated Host (RFC 9112 §3.2: 400).
+            hosts = [value.strip().lower() for name, value in headers if name == "host"]
+            if len(hosts) != 1 or hosts[0] not in self.allowed_hosts:
+                self._answer(403, b"host not allowed", ())
+                return
         if not is_upgrade_request(headers):
             target = request.target.decode("latin-1")
             path, _, query = target.partition("?")
