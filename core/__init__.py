@@ -35,6 +35,7 @@ from .hub_events import (
 from .hub_stats import HubStats, prometheus_text
 from .limits import Limits
 from .principal import Principal
+from .ratelimit import KeyedLimiter, TokenBucket
 from .registry import Admission, ConnectionInfo, HubConnection
 from .server import ServerConnection
 from .tokens import SignedTokens, TokenRejection
@@ -65,6 +66,7 @@ __all__ = [
     "HubEvent",
     "HubStats",
     "JsonCodec",
+    "KeyedLimiter",
     "Limits",
     "LocalProtocolError",
     "Opcode",
@@ -80,6 +82,7 @@ __all__ = [
     "State",
     "StaticTokens",
     "TextMessage",
+    "TokenBucket",
     "TokenRejection",
     "TopicPolicy",
     "Verifier",
