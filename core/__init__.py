@@ -3,7 +3,7 @@
 Nothing in this package performs I/O or reads the clock; see DESIGN.md.
 """
 
-from .auth import AccessPolicy, Denial, StaticTokens, Verifier
+from .auth import AccessPolicy, Denial, Principal, StaticTokens, TokenRejection, Verifier
 from .client import ClientConnection
 from .connection import Connection, State
 from .deflate import DeflateParams
@@ -34,11 +34,10 @@ from .hub_events import (
 )
 from .hub_stats import HubStats, prometheus_text
 from .limits import Limits
-from .principal import Principal
 from .ratelimit import KeyedLimiter, TokenBucket
 from .registry import Admission, ConnectionInfo, HubConnection
 from .server import ServerConnection
-from .tokens import SignedTokens, TokenRejection
+from .tokens import SignedTokens
 from .topics import TopicPolicy
 
 __all__ = [

@@ -17,22 +17,23 @@ import hashlib
 import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, TypeAlias, runtime_checkable
 from urllib.parse import unquote
 
 from .events import HandshakeRequest, Headers
-from .principal import Principal
-from .tokens import SignedTokens, TokenRejection
 
 __all__ = [
     "SUBPROTOCOL",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "AccessPolicy",
     "Authenticator",
+    "ClockedVerifier",
     "Denial",
     "Principal",
     "StaticTokens",
+    "TokenRejection",
     "TokenSource",
     "Verifier",
     "VerifyFunction",
@@ -42,6 +43,17 @@ __all__ = [
 
 TOKEN_SUBPROTOCOL_PREFIX = "wshub.bearer."
 SUBPROTOCOL = "wshub.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is on the other end: an id (shared by all of a user's tabs), scopes,
+    and when the credentials end (``expires_at``, seconds since the epoch, or
+    None for credentials that do not expire)."""
+
+    id: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +86,29 @@ class Verifier(Protocol):
     def verify(self, token: str) -> Principal | Awaitable[Principal | None] | None: ...
 
 
+class TokenRejection(Enum):
+    """Why an expiring token was refused; only ``EXPIRED`` is worth telling the client."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown key"
+    BAD_SIGNATURE = "bad signature"
+    EXPIRED = "expired"
+
+
+@runtime_checkable
+class ClockedVerifier(Protocol):
+    """A verifier of expiring tokens, given the wall time (``tokens.SignedTokens``).
+
+    The core reads no clock: ``AccessPolicy`` calls ``check`` with its own.
+    """
+
+    def check(self, token: str, now: float) -> Principal | TokenRejection: ...
+
+
 VerifyFunction: TypeAlias = Callable[[str], Principal | Awaitable[Principal | None] | None]
 """A plain (sync or async) function from token to principal or None."""
 
-TokenSource: TypeAlias = "StaticTokens | SignedTokens | Verifier | VerifyFunction"
+TokenSource: TypeAlias = "StaticTokens | ClockedVerifier | Verifier | VerifyFunction"
 """Anything ``AccessPolicy(tokens=...)`` accepts, alone or in a list tried in order."""
 
 _Check: TypeAlias = Callable[
@@ -171,7 +202,8 @@ class AccessPolicy:
     ``require_auth=False`` is the explicit no-auth mode (everyone is
     ``Principal("anonymous")``).
 
-    ``tokens`` is a ``StaticTokens``, a ``SignedTokens``, any ``Verifier`` or
+    ``tokens`` is a ``StaticTokens``, a ``SignedTokens`` (any
+    ``ClockedVerifier``), any ``Verifier`` or
     (async) function ``token -> Principal | None``, or a list of these tried
     in order (the first principal wins). ``clock`` returns the wall time in
     epoch seconds (pass ``time.time``): it is required with signed tokens, and
@@ -203,7 +235,7 @@ class AccessPolicy:
         self._checks: tuple[_Check, ...] = tuple(self._check_for(s) for s in sources)
 
     def _check_for(self, source: TokenSource) -> _Check:
-        if isinstance(source, SignedTokens):
+        if isinstance(source, ClockedVerifier):
             clock = self.clock
             if clock is None:
                 raise ValueError(

@@ -33,10 +33,8 @@ class Limits:
         Default 8 KiB; longer gets 431.
     ``max_header_count``
         Most header lines in a request. Default 100 (browsers send about 20);
-        more gets 431.
-
-    The four head limits are decided as the bytes arrive: a request line
-    already too long is refused at once, without waiting for its end.
+        more gets 431. These four head limits are decided as the bytes
+        arrive: a line already too long is refused without waiting for its end.
     ``max_outbox_size``
         Bytes that may wait in a connection's outbox. A message that would
         push a non-empty outbox past it closes the connection with 1013
@@ -72,14 +70,7 @@ class Limits:
     idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_message_size",
-            "max_head_size",
-            "max_request_line",
-            "max_header_size",
-            "max_header_count",
-            "max_outbox_size",
-        ):
+        for name in ("max_message_size", "max_head_size", "max_outbox_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -90,3 +81,7 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
+        for name in ("max_request_line", "max_header_size", "max_header_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")

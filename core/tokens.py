@@ -33,9 +33,8 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from enum import Enum
 
-from .principal import Principal
+from .auth import Principal, TokenRejection
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -60,15 +59,6 @@ _MAX_EXPIRY = 2**53
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-class TokenRejection(Enum):
-    """Why a signed token was refused; only ``EXPIRED`` is worth telling the client."""
-
-    MALFORMED = "malformed"
-    UNKNOWN_KEY = "unknown key"
-    BAD_SIGNATURE = "bad signature"
-    EXPIRED = "expired"
 
 
 def b64url_encode(raw: bytes) -> str:
