@@ -203,9 +203,9 @@ class AccessPolicy:
     ``Principal("anonymous")``).
 
     ``tokens`` is a ``StaticTokens``, a ``SignedTokens`` (any
-    ``ClockedVerifier``), any ``Verifier`` or
-    (async) function ``token -> Principal | None``, or a list of these tried
-    in order (the first principal wins). ``clock`` returns the wall time in
+    ``ClockedVerifier``), any ``Verifier`` or (async) function
+    ``token -> Principal | None``, or a list of these tried in order (the
+    first principal wins). ``clock`` returns the wall time in
     epoch seconds (pass ``time.time``): it is required with signed tokens, and
     when given, any verifier's principal whose ``expires_at`` has passed is
     refused with 401 "token expired".
