@@ -21,8 +21,20 @@ class Limits:
         is refused at once with 1009, before its payload is read.
         Default 1 MiB.
     ``max_head_size``
-        Largest HTTP request (or response) head. Default 16 KiB, which is more
-        than browsers send and matches common proxy limits; larger gets 431.
+        Largest HTTP request (or response) head, every byte up to the blank
+        line that ends it. Default 16 KiB, which is more than browsers send and
+        matches common proxy limits; larger gets 431.
+    ``max_request_line``
+        Longest request line (method, target, version; CRLF not counted).
+        Default 8 KiB, as common servers and proxies allow; longer gets
+        414 URI Too Long.
+    ``max_header_size``
+        Longest single header line (name, colon, value; CRLF not counted).
+        Default 8 KiB; longer gets 431.
+    ``max_header_count``
+        Most header lines in a request. Default 100 (browsers send about 20);
+        more gets 431. These four head limits are decided as the bytes
+        arrive: a line already too long is refused without waiting for its end.
     ``max_outbox_size``
         Bytes that may wait in a connection's outbox. A message that would
         push a non-empty outbox past it closes the connection with 1013
@@ -53,6 +65,9 @@ class Limits:
 
     max_message_size: int = 1 << 20
     max_head_size: int = 16 * 1024
+    max_request_line: int = 8 * 1024
+    max_header_size: int = 8 * 1024
+    max_header_count: int = 100
     max_outbox_size: int = 1 << 20
     handshake_timeout: float = 10.0
     ping_interval: float | None = 20.0
@@ -74,3 +89,7 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
+        for name in ("max_request_line", "max_header_size", "max_header_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
