@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import ssl as _ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -56,6 +57,7 @@ from ..core.hub_events import (
     Published,
 )
 from ..core.hub_stats import prometheus_text
+from ..core.ratelimit import KeyedLimiter
 from ..core.registry import ConnectionInfo, remote_host
 from ..core.topics import TopicPolicy
 from .handler import Accept, Handler, HttpResponse
@@ -178,6 +180,10 @@ class HubHandler(Handler, HubOperations):
             default_topic=default_topic,
         )
         self._sessions: dict[str, ServerSession] = {}
+        cfg = self.hub.config
+        self._auth_failures: KeyedLimiter | None = None
+        if cfg.auth_failure_rate is not None:
+            self._auth_failures = KeyedLimiter(cfg.auth_failure_rate, cfg.auth_failure_burst)
         self._binary: BinaryHandler | None = None
         self._commands = CommandRunner(self.hub)
 
@@ -235,8 +241,11 @@ class HubHandler(Handler, HubOperations):
         self, session: ServerSession, request: HandshakeRequest
     ) -> Accept | Denial:
         subprotocol = select_subprotocol(request, (SUBPROTOCOL,))
-        decision = await self._authenticate(session, request)
+        host = remote_host(session.remote)
+        decision = self._too_many_failures(host) or await self._authenticate(session, request)
         if isinstance(decision, Denial):
+            if decision.status == 401:
+                self._auth_failed(host)
             log_conn(logging.INFO, session.id, "refused: %s %s", decision.status, decision.reason)
             code = CLOSE_CODES.get(decision.status)
             if self.refusal == "close" and code is not None:
@@ -261,6 +270,21 @@ class HubHandler(Handler, HubOperations):
                 return Accept(principal=_Refused(code, admission.reason), subprotocol=subprotocol)
             return Denial(admission.status, admission.reason, admission.headers)
         return Accept(principal=decision, subprotocol=subprotocol)
+
+    def _too_many_failures(self, host: str | None) -> Denial | None:
+        """429 while ``host`` has no failed authentication left to spend."""
+        limiter = self._auth_failures
+        if limiter is None or host is None:
+            return None
+        wait = limiter.retry_after(host, anyio.current_time())
+        if wait <= 0:
+            return None
+        retry = (("Retry-After", str(max(1, math.ceil(wait)))),)
+        return Denial(429, "too many failed authentications", retry)
+
+    def _auth_failed(self, host: str | None) -> None:
+        if self._auth_failures is not None and host is not None:
+            self._auth_failures.take(host, anyio.current_time())
 
     async def _authenticate(
         self, session: ServerSession, request: HandshakeRequest
@@ -397,6 +421,9 @@ class HubHandler(Handler, HubOperations):
         else:
             reason = decision.reason if isinstance(decision, Denial) else "internal error"
             log_conn(logging.INFO, conn_id, "auth message refused: %s", reason)
+            if isinstance(decision, Denial) and decision.status == 401:
+                session = self._sessions.get(conn_id)
+                self._auth_failed(None if session is None else remote_host(session.remote))
             self.hub.reject_auth(conn_id, request.request_id, reason)
 
     async def _on_binary(self, event: BinaryReceived) -> None:
@@ -479,6 +506,7 @@ class HubServer(HubOperations):
         on_disconnect: DisconnectListener | None = None,
         auth_message: bool = False,
         refusal: RefusalMode = "http",
+        allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
     ) -> None:
         self.handler = HubHandler(
             auth,
@@ -502,6 +530,7 @@ class HubServer(HubOperations):
             limits=limits,
             compression=compression,
             shutdown_timeout=shutdown_timeout,
+            allowed_hosts=allowed_hosts,
         )
         self.command = self.handler.command
         self.add_command = self.handler.add_command

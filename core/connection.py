@@ -28,6 +28,7 @@ from .errors import ConnectionClosedError, LocalProtocolError
 from .events import BinaryMessage, Closed, Event, Opened, Side, TextMessage
 from .frames import Opcode, PreparedMessage, encode_frame, mask_payload
 from .limits import Limits
+from .ratelimit import TokenBucket
 
 __all__ = ["Clock", "Connection", "RandomSource", "State", "validate_close"]
 
@@ -166,8 +167,7 @@ class Connection:
         self._next_ping: float | None = None
         self._pong_deadline: float | None = None
         self._ping_payload = b""
-        self._ping_tokens = float(limits.ping_burst)  # the peer's ping budget
-        self._ping_refilled = now
+        self._ping_bucket: TokenBucket | None = None  # the peer's ping budget, at its first ping
         self._close_deadline: float | None = None
         self.subprotocol: str | None = None
         self.bytes_received = 0
@@ -394,16 +394,9 @@ class Connection:
         rate = self.limits.ping_rate
         if rate is None:
             return True
-        now = self._clock()
-        tokens = min(
-            float(self.limits.ping_burst), self._ping_tokens + (now - self._ping_refilled) * rate
-        )
-        self._ping_refilled = now
-        if tokens < 1.0:
-            self._ping_tokens = tokens
-            return False
-        self._ping_tokens = tokens - 1.0
-        return True
+        if self._ping_bucket is None:
+            self._ping_bucket = TokenBucket(rate, self.limits.ping_burst)
+        return self._ping_bucket.take(self._clock())
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame if open, then drop."""

@@ -59,6 +59,7 @@ from .hub_events import (
     Published,
 )
 from .hub_stats import Counters, HubStats
+from .ratelimit import TokenBucket
 from .registry import (
     Admission,
     ConnectionInfo,
@@ -267,8 +268,9 @@ class Hub:
         request_id: RequestId | None = None,
     ) -> None:
         entry = self._registry.add(info, connection)
-        entry.tokens = float(self.config.message_burst)
-        entry.refilled = self._clock()
+        cfg = self.config
+        if cfg.message_rate is not None:
+            entry.bucket = TokenBucket(cfg.message_rate, cfg.message_burst)
         self._set_expiry(entry)
         if request_id is not None:
             self._auth_reply(entry, info.principal, request_id)
@@ -365,7 +367,7 @@ class Hub:
         counters.messages_in += 1
         counters.bytes_in += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         cfg = self.config
-        if cfg.message_rate is not None and not self._take_token(entry, cfg.message_rate):
+        if not self._within_rate(entry):
             self._client_error(
                 entry, None, ErrorCode.RATE_LIMITED, "message rate exceeded", _CLOSE_RATE
             )
@@ -415,8 +417,7 @@ class Hub:
             if pending is not None:
                 self._close_pending(pending, _CLOSE_AUTH_REQUIRED)
             return []
-        rate = self.config.message_rate
-        if rate is not None and not self._take_token(entry, rate):
+        if not self._within_rate(entry):
             self._client_error(
                 entry, None, ErrorCode.RATE_LIMITED, "message rate exceeded", _CLOSE_RATE
             )
@@ -698,16 +699,10 @@ class Hub:
             self._counters.policy_closes += 1
             self._notify(pending.conn_id)
 
-    def _take_token(self, entry: _Entry, rate: float) -> bool:
-        """The connection's inbound-rate bucket: refill by elapsed time, take one."""
-        now = self._clock()
-        tokens = min(float(self.config.message_burst), entry.tokens + (now - entry.refilled) * rate)
-        entry.refilled = now
-        if tokens < 1.0:
-            entry.tokens = tokens
-            return False
-        entry.tokens = tokens - 1.0
-        return True
+    def _within_rate(self, entry: _Entry) -> bool:
+        """Take one message from the connection's inbound-rate bucket."""
+        bucket = entry.bucket
+        return bucket is None or bucket.take(self._clock())
 
     def _on_subscribe(self, entry: _Entry, request: Request) -> list[HubEvent]:
         name = request.topic

@@ -51,6 +51,14 @@ class HubConfig:
         gets a ``rate_limited`` error, which counts toward ``max_errors``
         (so a sustained flood is closed with 1008). ``message_rate=None``
         disables the limit. Defaults 500/s and 1000.
+    ``auth_failure_rate`` / ``auth_failure_burst``
+        Failed authentications (401) allowed per remote address: a bucket of
+        ``auth_failure_burst`` refilled at ``auth_failure_rate`` per second.
+        While it is empty, handshakes from that address get 429 with
+        ``Retry-After`` before any token is checked. Origin and Host
+        refusals (403) do not count, so a foreign web page cannot lock local
+        clients out. ``auth_failure_rate=None`` disables it. Defaults 1/s
+        and 30.
     """
 
     max_connections: int = 10_000
@@ -69,6 +77,8 @@ class HubConfig:
     auth_timeout: float = 10.0
     message_rate: float | None = 500.0
     message_burst: int = 1000
+    auth_failure_rate: float | None = 1.0
+    auth_failure_burst: int = 30
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,6 +90,7 @@ class HubConfig:
             "max_pending_commands",
             "max_subscriptions",
             "message_burst",
+            "auth_failure_burst",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -88,8 +99,10 @@ class HubConfig:
             raise ValueError(f"max_errors must be >= 0, got {self.max_errors!r}")
         if self.retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {self.retry_after!r}")
-        if self.message_rate is not None and not self.message_rate > 0:
-            raise ValueError(f"message_rate must be positive or None, got {self.message_rate!r}")
+        for name in ("message_rate", "auth_failure_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value!r}")
         for name in ("error_window", "default_command_timeout", "auth_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")

@@ -15,6 +15,8 @@ from collections.abc import Hashable
 
 __all__ = ["KeyedLimiter", "TokenBucket"]
 
+_EPSILON = 1e-9
+
 
 def _check_rate(rate: float, burst: float) -> None:
     if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
@@ -56,8 +58,8 @@ class TokenBucket:
         tokens = self.level(now)
         if self._updated is None or now > self._updated:
             self._updated = now
-        if tokens >= n:
-            self._tokens = tokens - n
+        if tokens + _EPSILON >= n:  # a client exactly at the rate must not lose to rounding
+            self._tokens = max(0.0, tokens - n)
             return True
         self._tokens = tokens
         return False

@@ -16,6 +16,7 @@ from .deflate import DeflateParams
 from .events import Headers
 from .frames import PreparedMessage
 from .limits import Limits
+from .ratelimit import TokenBucket
 
 __all__ = ["Admission", "ConnectionInfo", "HubConnection", "Registry", "Remote", "remote_host"]
 
@@ -91,13 +92,12 @@ _ADMITTED = Admission(ok=True)
 
 @dataclass(slots=True)
 class _Entry:
-    """An authenticated connection; ``tokens`` / ``refilled`` are its
-    inbound-rate bucket, ``expires`` the monotonic time its credentials end."""
+    """An authenticated connection; ``bucket`` limits its inbound rate,
+    ``expires`` is the monotonic time its credentials end."""
 
     info: ConnectionInfo
     connection: HubConnection
-    tokens: float = 0.0
-    refilled: float = 0.0
+    bucket: TokenBucket | None = None
     expires: float | None = None
 
 
