@@ -28,6 +28,7 @@ from hostile_helpers import (
     READ_TIMEOUT,
     TOKEN,
     TOPIC,
+    HealthError,
     HostileHub,
     Probe,
     deflate,
@@ -278,62 +279,6 @@ async def test_loopback_host_names_are_accepted(port: int, host: str) -> None:
     """The names a local client uses must keep working once a Host allowlist exists."""
     async with Probe.open(port) as probe:
         await probe.upgrade(host=host.format(port=port))
-        await still_served(probe)
-
-
-# -- authentication and Origin ------------------------------------------------
-
-
-async def test_no_token_is_401_with_bearer_challenge(port: int) -> None:
-    async with Probe.open(port) as probe:
-        response = await probe.request(upgrade_request(port, token=None))
-        assert response.status == 401, response
-        assert response.headers["www-authenticate"].startswith("Bearer"), response
-
-
-@pytest.mark.parametrize(
-    "token", ["wrong", TOKEN + "x", TOKEN[:-1], TOKEN.upper(), "Bearer " + TOKEN]
-)
-async def test_wrong_token_is_401(port: int, token: str) -> None:
-    async with Probe.open(port) as probe:
-        response = await probe.request(upgrade_request(port, token=token))
-        assert response.status == 401, response
-        assert response.headers["www-authenticate"].startswith("Bearer"), response
-
-
-async def test_token_in_query_string_is_not_read_by_default(port: int) -> None:
-    """URLs end up in logs: ``?token=`` is ignored unless enabled."""
-    async with Probe.open(port) as probe:
-        head = upgrade_request(port, token=None, request_line=f"GET /?token={TOKEN} HTTP/1.1")
-        response = await probe.request(head)
-        assert response.status == 401, response
-
-
-@pytest.mark.parametrize(
-    "origin",
-    [
-        "http://evil.test",
-        "null",  # sandboxed iframes, file:// pages
-        "http://app.test.evil.test",
-        "http://evil.test/http://app.test",
-        "https://app.test",
-        "http://app.test:8080",
-        "http://sub.app.test",
-    ],
-)
-@pytest.mark.parametrize("token", [TOKEN, None], ids=["valid-token", "no-token"])
-async def test_foreign_origin_is_403(port: int, origin: str, token: str | None) -> None:
-    """Cross-Site WebSocket Hijacking: a valid token does not help a foreign page."""
-    async with Probe.open(port) as probe:
-        response = await probe.request(upgrade_request(port, token=token, origin=origin))
-        assert response.status == 403, response
-
-
-@pytest.mark.parametrize("origin", [None, ORIGIN, ORIGIN.upper(), ORIGIN + "/"])
-async def test_valid_token_with_allowed_or_no_origin_is_101(port: int, origin: str | None) -> None:
-    """No Origin: a non-browser client, allowed with valid credentials."""
-    async with Probe.open(port) as probe:
-        await probe.upgrade(origin=origin)
         await still_served(probe)
 
 
@@ -749,6 +694,85 @@ async def test_connection_flood_past_the_principal_limit_gets_429(hub: HostileHu
     async with Probe.open(port) as probe:
         await probe.upgrade()
         await still_served(probe)
+
+
+# -- authentication and Origin ------------------------------------------------
+# Last but one: if failed attempts from one address are ever rate limited,
+# only these tests and not the probes above meet that limit.
+
+
+@pytest.mark.parametrize("origin", [None, ORIGIN, ORIGIN.upper(), ORIGIN + "/"])
+async def test_valid_token_with_allowed_or_no_origin_is_101(port: int, origin: str | None) -> None:
+    """No Origin: a non-browser client, allowed with valid credentials."""
+    async with Probe.open(port) as probe:
+        await probe.upgrade(origin=origin)
+        await still_served(probe)
+
+
+async def test_no_token_is_401_with_bearer_challenge(port: int) -> None:
+    async with Probe.open(port) as probe:
+        response = await probe.request(upgrade_request(port, token=None))
+        assert response.status == 401, response
+        assert response.headers["www-authenticate"].startswith("Bearer"), response
+
+
+@pytest.mark.parametrize(
+    "token", ["wrong", TOKEN + "x", TOKEN[:-1], TOKEN.upper(), "Bearer " + TOKEN]
+)
+async def test_wrong_token_is_401(port: int, token: str) -> None:
+    async with Probe.open(port) as probe:
+        response = await probe.request(upgrade_request(port, token=token))
+        assert response.status == 401, response
+        assert response.headers["www-authenticate"].startswith("Bearer"), response
+
+
+async def test_token_in_query_string_is_not_read_by_default(port: int) -> None:
+    """URLs end up in logs: ``?token=`` is ignored unless enabled."""
+    async with Probe.open(port) as probe:
+        head = upgrade_request(port, token=None, request_line=f"GET /?token={TOKEN} HTTP/1.1")
+        response = await probe.request(head)
+        assert response.status == 401, response
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.test",
+        "null",  # sandboxed iframes, file:// pages
+        "http://app.test.evil.test",
+        "http://evil.test/http://app.test",
+        "https://app.test",
+        "http://app.test:8080",
+        "http://sub.app.test",
+    ],
+)
+@pytest.mark.parametrize("token", [TOKEN, None], ids=["valid-token", "no-token"])
+async def test_foreign_origin_is_403(port: int, origin: str, token: str | None) -> None:
+    """Cross-Site WebSocket Hijacking: a valid token does not help a foreign page."""
+    async with Probe.open(port) as probe:
+        response = await probe.request(upgrade_request(port, token=token, origin=origin))
+        assert response.status == 403, response
+
+
+# -- the watchers can fail -------------------------------------------------------
+
+
+async def test_the_canary_reports_a_gap_and_a_dead_server() -> None:
+    """On a server of its own: a message skipping an ``n`` is reported as a
+    gap, and a killed server as dead, so the checks after each probe can fail."""
+    with running_hub() as own:
+        published, _ = own.assert_healthy()
+        async with Probe.open(own.port) as probe:
+            await probe.upgrade()
+            skip = {"message_type": "publish", "topic": TOPIC, "payload": {"n": published + 100}}
+            await probe.send(text_frame({**skip, "id": 1}))
+            assert (await probe.recv_json())["ok"] is True
+        with pytest.raises(HealthError, match="gap: expected n="):
+            own.assert_healthy()
+        own.server.process.kill()  # our own child, by its PID
+        own.server.process.wait()
+        with pytest.raises(HealthError, match="server died"):
+            own.assert_healthy()
 
 
 # -- at the end -------------------------------------------------------------
