@@ -6,8 +6,9 @@ and a publisher sending a numbered message every 30 ms) stays connected. Each
 test is one probe over a raw socket, sending bytes no library would; after
 each, the server must be alive and the canary must have received every
 message so far, in order, and one more published after the probe. The last
-test checks the server's memory and that only the canary's two connections
-remain.
+test checks that only the canary's two connections and the descriptors the
+server started with remain, and that its memory stayed bounded. Probes that
+fail authentication run last but one (see that section).
 
 Timeouts here are hang guards (``READ_TIMEOUT``); nothing asserts on time.
 """
