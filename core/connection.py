@@ -32,6 +32,8 @@ from .ratelimit import TokenBucket
 
 __all__ = ["Clock", "Connection", "RandomSource", "State", "validate_close"]
 
+_COALESCE_PARTS = 256  # fragments kept apart before being joined
+
 Clock = Callable[[], float]
 RandomSource = Callable[[int], bytes]
 
@@ -159,6 +161,7 @@ class Connection:
         self._eof = False
         self._proto: _FrameProtocol | None = None
         self._parts: list[str | bytes] = []
+        self._run = 0  # fragments at the end of _parts not yet joined
         self._partial: _PartialFrame | None = None
         self._deflate: DeflateParams | None = None
         now = clock()
@@ -386,6 +389,7 @@ class Connection:
         self._handshake_deadline = self._next_ping = self._pong_deadline = None
         self._close_deadline = None
         self._parts.clear()
+        self._run = 0
         self._partial = None
         self._events.append(event)
 
@@ -567,16 +571,26 @@ class Connection:
             self._fail(code, message)
 
     def _on_data(self, payload: str | bytes, finished: bool, text: bool) -> None:
+        parts = self._parts
         if not finished:
-            self._parts.append(payload)
+            parts.append(payload)
+            self._run += 1
+            if self._run == _COALESCE_PARTS:
+                # Many tiny fragments: join each run of them into one object,
+                # so memory follows the message's size, not its fragment count.
+                run = parts[-_COALESCE_PARTS:]
+                del parts[-_COALESCE_PARTS:]
+                parts.append("".join(run) if text else b"".join(run))  # type: ignore[arg-type]
+                self._run = 0
             return
-        if self._parts:
-            self._parts.append(payload)
+        if parts:
+            parts.append(payload)
             if text:
-                payload = "".join(self._parts)  # type: ignore[arg-type]
+                payload = "".join(parts)  # type: ignore[arg-type]
             else:
-                payload = b"".join(self._parts)  # type: ignore[arg-type]
-            self._parts.clear()
+                payload = b"".join(parts)  # type: ignore[arg-type]
+            parts.clear()
+            self._run = 0
         if text:
             assert isinstance(payload, str)
             self._events.append(TextMessage(data=payload))

@@ -243,3 +243,19 @@ def test_ping_rate_can_be_disabled() -> None:
     conn = open_server(limits=Limits(ping_rate=None, ping_burst=1))
     conn.receive_data(b"".join(client_frame(0x9, b"p") for _ in range(200)))
     assert conn.state is State.OPEN
+
+
+@pytest.mark.parametrize(("opcode", "text"), [(0x1, True), (0x2, False)])
+def test_many_tiny_fragments_are_held_as_few_objects(opcode: int, text: bool) -> None:
+    conn = open_server()
+    count = 20_000
+    frames = [client_frame(opcode, b"a", fin=False)]
+    frames += [client_frame(0x0, b"b", fin=False) for _ in range(count - 2)]
+    frames.append(client_frame(0x0, b"c"))
+    conn.receive_data(b"".join(frames[:-1]))
+    # One object per fragment would be 20 000; runs are joined as they come.
+    assert len(conn._parts) <= 256 + count // 256
+    conn.receive_data(frames[-1])
+    [message] = conn.events_received()
+    expected = "a" + "b" * (count - 2) + "c"
+    assert message.data == (expected if text else expected.encode())

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from .core.auth import SUBPROTOCOL, AccessPolicy, StaticTokens, TokenSource
+from .core.hub_config import HubConfig
 from .core.limits import Limits
 from .core.tokens import SignedTokens, format_key_file, parse_key_file
 
@@ -131,6 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--echo", action="store_true", help="echo every message unchanged (conformance mode)"
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=Limits().handshake_timeout,
+        metavar="SECONDS",
+        help="time a client has to complete TLS and the upgrade (default 10)",
+    )
+    serve.add_argument(
+        "--auth-message",
+        action="store_true",
+        help="hub: accept upgrades without credentials; the first message must then be "
+        '{"message_type": "auth", "payload": {"token": ...}}',
+    )
+    serve.add_argument(
+        "--auth-timeout",
+        type=_positive_float,
+        default=HubConfig().auth_timeout,
+        metavar="SECONDS",
+        help="hub: time to send the auth message with --auth-message (default 10)",
+    )
+    serve.add_argument(
+        "--refusal",
+        choices=("http", "close"),
+        default="http",
+        help="hub: refuse bad credentials with HTTP 401/403/429 (default) or accept and "
+        "close at once with 4401/4403/4429, which browser code can read",
     )
     serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
@@ -354,7 +382,10 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
         # A demo/dev hub: every authenticated client may subscribe to and
         # publish on any topic ("all"), so ``wshub publish`` needs no subscription.
         default_topic=TopicPolicy(publish="all", subscribe="all"),
+        config=HubConfig(auth_timeout=args.auth_timeout),
         metrics=args.metrics,
+        auth_message=args.auth_message,
+        refusal=args.refusal,
         **_host_options(args),
     )
 
@@ -380,8 +411,11 @@ async def _serve(args: argparse.Namespace) -> None:
     limits = Limits(
         max_message_size=args.max_message_size,
         max_outbox_size=max(Limits().max_outbox_size, args.max_message_size + 16),
+        handshake_timeout=args.handshake_timeout,
     )
     server: Any
+    if args.echo and (args.auth_message or args.refusal != "http"):
+        raise SystemExit("wshub: --auth-message and --refusal apply to the hub, not --echo")
     if args.echo:
         server = WebSocketServer(
             EchoHandler(policy),

@@ -1,17 +1,8 @@
-"""Hostile probes whose documented answer is not in this branch yet.
-
-Two kinds, each marked ``xfail(strict=True, raises=AssertionError)``:
-
-* features being merged (issue 4): request-line / header-line / header-count
-  limits, the loopback Host allowlist, the failed-auth rate per address, the
-  ping flood limit, a ``--handshake-timeout`` flag (slowloris, TLS stalls);
-* server bugs found by the hostile suite (reason starts with "bug:").
-
-Only a wrong *answer* is an expected failure: a dead server or a canary that
-missed a message raises ``HealthError``, which is not an ``AssertionError``,
-so it fails the run even now. When a feature lands, its test passes, strict
-xfail turns that into a failure, and the marker must go. To see the real
-outcome of every test at any time: ``pytest --runxfail tests/test_hostile_pending.py``.
+"""Hostile probes of the head limits, the Host allowlist, the ping and failed-auth
+limits, slowloris and TLS stalls, request bodies on upgrades and tiny
+fragments -- against a real ``wshub serve`` with the canary of
+``hostile_helpers`` watching. A dead server or a canary that missed a message
+fails every test here.
 """
 
 from __future__ import annotations
@@ -43,14 +34,6 @@ MAX_LINE = 8 * KIB  # request line and each header line, CRLF not counted
 MAX_HEADERS = 100
 
 
-def pending(feature: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(raises=AssertionError, strict=True, reason=f"not merged: {feature}")
-
-
-def bug(description: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(raises=AssertionError, strict=True, reason=f"bug: {description}")
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -80,7 +63,6 @@ async def status_of(port: int, head: bytes) -> int:
 # -- request head limits -------------------------------------------------------
 
 
-@pending("request line limit (414)")
 async def test_request_line_longer_than_8_kib_is_414(port: int) -> None:
     for length, status in ((MAX_LINE, 101), (MAX_LINE + 1, 414)):
         line = "GET /" + "a" * (length - len("GET / HTTP/1.1")) + " HTTP/1.1"
@@ -88,7 +70,6 @@ async def test_request_line_longer_than_8_kib_is_414(port: int) -> None:
         assert await status_of(port, upgrade_request(port, request_line=line)) == status, length
 
 
-@pending("header line limit (431)")
 async def test_header_line_longer_than_8_kib_is_431(port: int) -> None:
     for length, status in ((MAX_LINE, 101), (MAX_LINE + 1, 431)):
         name = "X-Long"
@@ -98,7 +79,6 @@ async def test_header_line_longer_than_8_kib_is_431(port: int) -> None:
         assert await status_of(port, head) == status, length
 
 
-@pending("header count limit (431)")
 async def test_more_than_100_header_lines_is_431(port: int) -> None:
     base = upgrade_request(port).count(b"\r\n") - 2  # header lines already there
     for count, status in ((MAX_HEADERS, 101), (MAX_HEADERS + 1, 431)):
@@ -111,7 +91,6 @@ async def test_more_than_100_header_lines_is_431(port: int) -> None:
 # -- Host allowlist (DNS rebinding) ---------------------------------------------
 
 
-@pending("Host allowlist on loopback (403 host not allowed)")
 @pytest.mark.parametrize(
     "host",
     [
@@ -133,7 +112,6 @@ async def test_host_not_on_the_loopback_allowlist_is_403(port: int, host: str) -
 # -- ping flood -------------------------------------------------------------------
 
 
-@pending("ping flood limit (1008 too many pings)")
 async def test_ping_flood_closes_1008(port: int) -> None:
     """1000 pings at once from a client that reads its pongs."""
     pings = 1000
@@ -156,7 +134,6 @@ async def test_ping_flood_closes_1008(port: int) -> None:
 # -- bugs found ---------------------------------------------------------------------
 
 
-@bug("an upgrade request's body is parsed as WebSocket frames")
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
@@ -186,7 +163,6 @@ async def test_upgrade_request_body_is_refused_or_skipped(
         assert reply["ok"] is True, reply
 
 
-@bug("reassembly keeps one object per fragment: memory grows with the fragment count")
 async def test_tiny_fragments_do_not_multiply_memory() -> None:
     """A 300 KB text message sent as 150 000 fragments of 2 bytes (held
     incomplete) must cost the server about what its bytes cost, not the
@@ -214,7 +190,6 @@ async def test_tiny_fragments_do_not_multiply_memory() -> None:
 # -- servers of their own: repeated failed auth, slowloris, TLS stall ----------------
 
 
-@pending("failed-auth rate per address (429)")
 async def test_repeated_failed_auth_gets_429() -> None:
     """200 wrong-token attempts in a row from one address: at least one gets
     429 with Retry-After; the canary (authenticated before) is unaffected."""
@@ -234,7 +209,6 @@ async def test_repeated_failed_auth_gets_429() -> None:
         assert all(value.isdigit() and int(value) > 0 for value in retry_after), retry_after
 
 
-@pending("--handshake-timeout flag (slowloris)")
 async def test_slowloris_handshake_is_cut_off() -> None:
     """The request head, one byte every 0.5 s: the server answers 408 or
     drops the connection long before the head is complete."""
@@ -270,7 +244,6 @@ def _client_hello() -> bytes:
     return outgoing.read()
 
 
-@pending("--handshake-timeout flag (TLS handshake stall)")
 @pytest.mark.parametrize("first_flight", ["nothing", "half-a-client-hello"])
 async def test_tls_handshake_stall_is_dropped(tmp_path: Path, first_flight: str) -> None:
     """A client that stops in the TLS handshake is dropped by the handshake
