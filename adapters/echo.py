@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from ..core import HandshakeRequest
 from ..core.auth import SUBPROTOCOL, AccessPolicy, Denial, select_subprotocol
 from .handler import Accept, Handler
@@ -26,6 +28,8 @@ class EchoHandler(Handler):
         request: HandshakeRequest,
     ) -> Accept | Denial:
         decision = self.policy.authenticate(request)
+        if inspect.isawaitable(decision):  # an async token verifier
+            decision = await decision
         if isinstance(decision, Denial):
             return decision
         return Accept(principal=decision, subprotocol=select_subprotocol(request, (SUBPROTOCOL,)))

@@ -26,21 +26,30 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import ssl as _ssl
 import time
-from collections.abc import Callable
-from dataclasses import replace
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ..core import Closed, HandshakeRequest, HttpRequest, Limits
-from ..core.auth import SUBPROTOCOL, Authenticator, Denial, Principal, select_subprotocol
+from ..core.auth import (
+    SUBPROTOCOL,
+    Authenticator,
+    Denial,
+    Principal,
+    bearer_token,
+    select_subprotocol,
+)
 from ..core.envelope import Codec
 from ..core.hub import Hub
 from ..core.hub_config import HubConfig
 from ..core.hub_events import (
+    AuthRequest,
     BinaryReceived,
     CommandRequest,
     HubEvent,
@@ -48,6 +57,7 @@ from ..core.hub_events import (
     Published,
 )
 from ..core.hub_stats import prometheus_text
+from ..core.ratelimit import KeyedLimiter
 from ..core.registry import ConnectionInfo, remote_host
 from ..core.topics import TopicPolicy
 from .handler import Accept, Handler, HttpResponse
@@ -62,7 +72,14 @@ from .hub_operations import HubOperations
 from .server import WebSocketServer
 from .session import ServerSession
 
-__all__ = ["METRICS_CONTENT_TYPE", "HubHandler", "HubServer"]
+__all__ = [
+    "CLOSE_CODES",
+    "METRICS_CONTENT_TYPE",
+    "HubHandler",
+    "HubServer",
+    "RefusalMode",
+    "TokenVerifier",
+]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,6 +92,39 @@ ConnectListener = Callable[[ConnectionInfo], Any]
 DisconnectListener = Callable[[ConnectionInfo, Closed], Any]
 
 
+#: How a refused handshake is answered: an HTTP status (the standard way; a
+#: browser's page only sees close code 1006) or "close": accept, then close
+#: at once with an application code the page can read (``CLOSE_CODES``).
+RefusalMode = Literal["http", "close"]
+
+#: Close codes of the "close" refusal mode, by the HTTP status they replace.
+CLOSE_CODES: dict[int, int] = {401: 4401, 403: 4403, 429: 4429}
+
+
+@runtime_checkable
+class TokenVerifier(Protocol):
+    """An authenticator that can also check a bare token (first-message auth
+    and refreshes): a principal, or a denial whose reason is sent back."""
+
+    def verify_token(self, token: str) -> Principal | Denial | Awaitable[Principal | Denial]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _AwaitingAuth:
+    """The principal of a connection accepted to authenticate by message."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The principal of a connection accepted only to be closed with ``code``."""
+
+    code: int
+    reason: str
+
+
+_AWAITING_AUTH = _AwaitingAuth()
+
+
 class HubHandler(Handler, HubOperations):
     """Drives a ``Hub`` from the server's hooks; runs commands in its task group.
 
@@ -85,6 +135,13 @@ class HubHandler(Handler, HubOperations):
     the seconds its close frame may take to leave before the transport is
     dropped. ``run`` must be running for commands to execute (``HubServer``
     does that).
+
+    ``auth_message``: a handshake without any credentials is accepted, and
+    the connection must then send ``{"message_type": "auth", "payload":
+    {"token": ...}}`` within ``HubConfig.auth_timeout`` (it receives nothing
+    before); needs an ``auth`` with ``verify_token`` (``AccessPolicy`` has
+    it). The same message renews expiring credentials on an open connection.
+    ``refusal``: "http" (default) or "close" (see ``RefusalMode``).
     """
 
     def __init__(
@@ -99,8 +156,16 @@ class HubHandler(Handler, HubOperations):
         on_event: EventListener | None = None,
         on_connect: ConnectListener | None = None,
         on_disconnect: DisconnectListener | None = None,
+        auth_message: bool = False,
+        refusal: RefusalMode = "http",
     ) -> None:
+        if auth_message and not isinstance(auth, TokenVerifier):
+            raise ValueError("auth_message=True needs an authenticator with verify_token")
+        if refusal not in ("http", "close"):
+            raise ValueError(f"refusal must be 'http' or 'close', got {refusal!r}")
         self.auth = auth
+        self.auth_message = auth_message
+        self.refusal = refusal
         self.metrics = metrics
         self.slow_consumer_grace = slow_consumer_grace
         self.on_event = on_event
@@ -115,6 +180,10 @@ class HubHandler(Handler, HubOperations):
             default_topic=default_topic,
         )
         self._sessions: dict[str, ServerSession] = {}
+        cfg = self.hub.config
+        self._auth_failures: KeyedLimiter | None = None
+        if cfg.auth_failure_rate is not None:
+            self._auth_failures = KeyedLimiter(cfg.auth_failure_rate, cfg.auth_failure_burst)
         self._binary: BinaryHandler | None = None
         self._commands = CommandRunner(self.hub)
 
@@ -171,30 +240,70 @@ class HubHandler(Handler, HubOperations):
     async def on_handshake(
         self, session: ServerSession, request: HandshakeRequest
     ) -> Accept | Denial:
-        decision = self.auth.authenticate(request)
-        if inspect.isawaitable(decision):
-            decision = await decision
+        subprotocol = select_subprotocol(request, (SUBPROTOCOL,))
+        host = remote_host(session.remote)
+        decision = self._too_many_failures(host) or await self._authenticate(session, request)
         if isinstance(decision, Denial):
+            if decision.status == 401:
+                self._auth_failed(host)
             log_conn(logging.INFO, session.id, "refused: %s %s", decision.status, decision.reason)
+            code = CLOSE_CODES.get(decision.status)
+            if self.refusal == "close" and code is not None:
+                return Accept(principal=_Refused(code, decision.reason), subprotocol=subprotocol)
             return decision
-        if not isinstance(decision, Principal):
-            log_conn(logging.ERROR, session.id, "authenticator returned %r", decision)
-            return Denial(500, "internal error")
         if self._commands.stopping:
             return Denial(503, "server shutting down")
         # No await from here to the hub.add in on_open: admission stays exact.
-        admission = self.hub.admit(decision.id, remote_host(session.remote))
+        principal_id = decision.id if isinstance(decision, Principal) else None
+        admission = self.hub.admit(principal_id, remote_host(session.remote))
         if not admission.ok:
             log_conn(
                 logging.INFO,
                 session.id,
                 "not admitted (%s): %s %s",
-                decision.id,
+                principal_id,
                 admission.status,
                 admission.reason,
             )
+            code = CLOSE_CODES.get(admission.status)
+            if self.refusal == "close" and code is not None:
+                return Accept(principal=_Refused(code, admission.reason), subprotocol=subprotocol)
             return Denial(admission.status, admission.reason, admission.headers)
-        return Accept(principal=decision, subprotocol=select_subprotocol(request, (SUBPROTOCOL,)))
+        return Accept(principal=decision, subprotocol=subprotocol)
+
+    def _too_many_failures(self, host: str | None) -> Denial | None:
+        """429 while ``host`` has no failed authentication left to spend."""
+        limiter = self._auth_failures
+        if limiter is None or host is None:
+            return None
+        wait = limiter.retry_after(host, anyio.current_time())
+        if wait <= 0:
+            return None
+        retry = (("Retry-After", str(max(1, math.ceil(wait)))),)
+        return Denial(429, "too many failed authentications", retry)
+
+    def _auth_failed(self, host: str | None) -> None:
+        if self._auth_failures is not None and host is not None:
+            self._auth_failures.take(host, anyio.current_time())
+
+    async def _authenticate(
+        self, session: ServerSession, request: HandshakeRequest
+    ) -> Principal | _AwaitingAuth | Denial:
+        decision = self.auth.authenticate(request)
+        if inspect.isawaitable(decision):
+            decision = await decision
+        if isinstance(decision, Denial):
+            if (
+                self.auth_message
+                and decision.status == 401
+                and bearer_token(request, allow_query=True) is None
+            ):
+                return _AWAITING_AUTH  # no credentials at all: expect an auth message
+            return decision
+        if not isinstance(decision, Principal):
+            log_conn(logging.ERROR, session.id, "authenticator returned %r", decision)
+            return Denial(500, "internal error")
+        return decision
 
     async def on_http(self, session: ServerSession, request: HttpRequest) -> HttpResponse:
         if self.metrics and request.method == "GET" and request.path == "/metrics":
@@ -204,11 +313,21 @@ class HubHandler(Handler, HubOperations):
 
     async def on_open(self, session: ServerSession) -> None:
         principal = session.principal
-        if not session.is_open or not isinstance(principal, Principal):
+        if not session.is_open:
             return  # failed by frames that came with the handshake
         conn_id = session.id
+        if isinstance(principal, _Refused):
+            session.close(principal.code, principal.reason)
+            return
         self._sessions[conn_id] = session
+        if principal is _AWAITING_AUTH:
+            self.hub.add_unauthenticated(conn_id, session.core, remote=session.remote)
+            self._commands.rearm()
+            log_conn(logging.INFO, conn_id, "open, awaiting auth: from %s", session.remote)
+            return
+        assert isinstance(principal, Principal)
         info = self.hub.add(conn_id, session.core, principal=principal, remote=session.remote)
+        self._commands.rearm()
         log_conn(logging.INFO, conn_id, "open: principal %s from %s", principal.id, session.remote)
         if self.on_connect is not None:
             await self._call_listener(conn_id, "on_connect", self.on_connect, info)
@@ -264,6 +383,8 @@ class HubHandler(Handler, HubOperations):
         for event in events:
             if isinstance(event, CommandRequest):
                 self._start_command(event)
+            elif isinstance(event, AuthRequest):
+                await self._verify(event)
             elif isinstance(event, BinaryReceived):
                 await self._on_binary(event)
             elif isinstance(event, PresenceChanged | Published) and self.on_event is not None:
@@ -272,6 +393,38 @@ class HubHandler(Handler, HubOperations):
                 except Exception:
                     log_conn(logging.ERROR, event.conn_id, "on_event raised", exc=True)
         self._commands.rearm()
+
+    async def _verify(self, request: AuthRequest) -> None:
+        """Check an ``auth`` message's token before the connection's next message.
+
+        Runs in the connection's reader, so nothing else of that connection
+        is handled meanwhile; bounded by the request's deadline.
+        """
+        conn_id = request.conn_id
+        if not isinstance(self.auth, TokenVerifier):
+            self.hub.reject_auth(conn_id, request.request_id, "auth messages are not supported")
+            return
+        decision: object = Denial(401, "authentication timeout")
+        with anyio.move_on_after(max(0.0, request.deadline - anyio.current_time())):
+            try:
+                result = self.auth.verify_token(request.token)
+                decision = await result if inspect.isawaitable(result) else result
+            except Exception:
+                log_conn(logging.ERROR, conn_id, "verify_token raised", exc=True)
+                decision = Denial(500, "internal error")
+        if isinstance(decision, Principal):
+            if self.hub.authenticate(conn_id, decision, request.request_id):
+                log_conn(logging.INFO, conn_id, "authenticated by message: %s", decision.id)
+                info = self.hub.connection(conn_id)
+                if not request.refresh and info is not None and self.on_connect is not None:
+                    await self._call_listener(conn_id, "on_connect", self.on_connect, info)
+        else:
+            reason = decision.reason if isinstance(decision, Denial) else "internal error"
+            log_conn(logging.INFO, conn_id, "auth message refused: %s", reason)
+            if isinstance(decision, Denial) and decision.status == 401:
+                session = self._sessions.get(conn_id)
+                self._auth_failed(None if session is None else remote_host(session.remote))
+            self.hub.reject_auth(conn_id, request.request_id, reason)
 
     async def _on_binary(self, event: BinaryReceived) -> None:
         conn_id = event.conn_id
@@ -351,6 +504,9 @@ class HubServer(HubOperations):
         on_event: EventListener | None = None,
         on_connect: ConnectListener | None = None,
         on_disconnect: DisconnectListener | None = None,
+        auth_message: bool = False,
+        refusal: RefusalMode = "http",
+        allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
     ) -> None:
         self.handler = HubHandler(
             auth,
@@ -362,6 +518,8 @@ class HubServer(HubOperations):
             on_event=on_event,
             on_connect=on_connect,
             on_disconnect=on_disconnect,
+            auth_message=auth_message,
+            refusal=refusal,
         )
         self.hub = self.handler.hub
         self.server = WebSocketServer(
@@ -372,6 +530,7 @@ class HubServer(HubOperations):
             limits=limits,
             compression=compression,
             shutdown_timeout=shutdown_timeout,
+            allowed_hosts=allowed_hosts,
         )
         self.command = self.handler.command
         self.add_command = self.handler.add_command

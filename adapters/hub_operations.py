@@ -70,6 +70,8 @@ class HubOperations:
         subscribe: SubscribePolicy = "all",
         presence: bool = False,
         slow_consumer: SlowConsumerPolicy = "disconnect",
+        subscribe_scope: str | None = None,
+        publish_scope: str | None = None,
     ) -> None:
         """Set a topic's policy (who may publish and subscribe, presence, slow consumers)."""
         self.hub.configure_topic(
@@ -78,6 +80,8 @@ class HubOperations:
             subscribe=subscribe,
             presence=presence,
             slow_consumer=slow_consumer,
+            subscribe_scope=subscribe_scope,
+            publish_scope=publish_scope,
         )
 
     def connections(self) -> list[ConnectionInfo]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 import socket
 import ssl as _ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.tls import TLSStream
 
 from ..core import Limits, ServerConnection
+from ..core.hosts import is_loopback, loopback_hosts, normalize_hosts
 from ._scheduler import Scheduler
 from .handler import Handler
 from .session import ServerSession
@@ -49,6 +52,11 @@ class WebSocketServer:
     Run it with ``await server.serve()`` in a task group (``await
     tg.start(server.serve)`` returns once it listens); stop it with
     ``server.shutdown()`` or by cancelling ``serve``.
+
+    ``allowed_hosts``: the ``Host`` values requests may carry (else 403 "host
+    not allowed", against DNS rebinding). "auto" (default): bound to a
+    loopback address, ``localhost``, ``127.0.0.1`` and ``[::1]`` with the
+    bound port; bound elsewhere, any Host. None: any Host.
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class WebSocketServer:
         limits: Limits | None = None,
         compression: bool = False,
         shutdown_timeout: float = 5.0,
+        allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
     ) -> None:
         self.handler = handler
         self.host = host
@@ -69,6 +78,10 @@ class WebSocketServer:
         self.limits = limits or Limits()
         self.compression = compression
         self.shutdown_timeout = shutdown_timeout
+        self._allowed_hosts_setting = allowed_hosts
+        self.allowed_hosts: frozenset[str] | None = None
+        if allowed_hosts is not None and allowed_hosts != "auto":
+            self.allowed_hosts = normalize_hosts(allowed_hosts)
         self._slots: set[_Slot] = set()
         self._stop = anyio.Event()
         self._stopping = False
@@ -97,6 +110,9 @@ class WebSocketServer:
         listeners = multi.listeners
         address = listeners[0].extra(SocketAttribute.local_address)
         self.host, self.port = str(address[0]), int(address[1])
+        if self._allowed_hosts_setting == "auto":
+            loopback = is_loopback(self.host)
+            self.allowed_hosts = loopback_hosts(self.port) if loopback else None
         try:
             async with anyio.create_task_group() as service:
                 # Timers and writers of every connection; cancelled once they are all gone.
@@ -179,7 +195,10 @@ class WebSocketServer:
                         return
                     transport = stream
                 core = ServerConnection(
-                    limits=self.limits, compression=self.compression, clock=anyio.current_time
+                    limits=self.limits,
+                    compression=self.compression,
+                    clock=anyio.current_time,
+                    allowed_hosts=self.allowed_hosts,
                 )
                 session = ServerSession(
                     core, transport, self.handler, remote=remote, scheduler=scheduler
@@ -235,6 +254,7 @@ async def serve(
     limits: Limits | None = None,
     compression: bool = False,
     shutdown_timeout: float = 5.0,
+    allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
     task_status: TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Build a ``WebSocketServer`` and serve until cancelled or shut down."""
@@ -246,5 +266,6 @@ async def serve(
         limits=limits,
         compression=compression,
         shutdown_timeout=shutdown_timeout,
+        allowed_hosts=allowed_hosts,
     )
     await server.serve(task_status=task_status)

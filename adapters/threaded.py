@@ -203,6 +203,8 @@ class ThreadedHub:
         subscribe: SubscribePolicy = "all",
         presence: bool = False,
         slow_consumer: SlowConsumerPolicy = "disconnect",
+        subscribe_scope: str | None = None,
+        publish_scope: str | None = None,
     ) -> None:
         self._call(
             self.server.configure_topic,
@@ -211,6 +213,8 @@ class ThreadedHub:
             subscribe=subscribe,
             presence=presence,
             slow_consumer=slow_consumer,
+            subscribe_scope=subscribe_scope,
+            publish_scope=publish_scope,
         )
 
     def connections(self) -> list[ConnectionInfo]:

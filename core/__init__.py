@@ -3,6 +3,7 @@
 Nothing in this package performs I/O or reads the clock; see DESIGN.md.
 """
 
+from .auth import AccessPolicy, Denial, Principal, StaticTokens, TokenRejection, Verifier
 from .client import ClientConnection
 from .connection import Connection, State
 from .deflate import DeflateParams
@@ -20,6 +21,7 @@ from .events import (
     TextMessage,
 )
 from .frames import Opcode, PreparedMessage
+from .hosts import is_loopback, loopback_hosts
 from .hub import Hub
 from .hub_config import HubConfig
 from .hub_events import (
@@ -32,11 +34,14 @@ from .hub_events import (
 )
 from .hub_stats import HubStats, prometheus_text
 from .limits import Limits
+from .ratelimit import KeyedLimiter, TokenBucket
 from .registry import Admission, ConnectionInfo, HubConnection
 from .server import ServerConnection
+from .tokens import SignedTokens
 from .topics import TopicPolicy
 
 __all__ = [
+    "AccessPolicy",
     "Admission",
     "BinaryMessage",
     "BinaryReceived",
@@ -49,6 +54,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionInfo",
     "DeflateParams",
+    "Denial",
     "ErrorCode",
     "Event",
     "HandshakeRequest",
@@ -59,19 +65,28 @@ __all__ = [
     "HubEvent",
     "HubStats",
     "JsonCodec",
+    "KeyedLimiter",
     "Limits",
     "LocalProtocolError",
     "Opcode",
     "Opened",
     "PreparedMessage",
     "PresenceChanged",
+    "Principal",
     "Published",
     "Rejected",
     "ServerConnection",
     "Side",
+    "SignedTokens",
     "State",
+    "StaticTokens",
     "TextMessage",
+    "TokenBucket",
+    "TokenRejection",
     "TopicPolicy",
+    "Verifier",
     "WsHubError",
+    "is_loopback",
+    "loopback_hosts",
     "prometheus_text",
 ]

@@ -1,9 +1,10 @@
 """Access control at the handshake: Origin allowlist and bearer tokens.
 
-Deny by default. The decision is a pure function of the request, so it is
-tested without sockets; the adapter awaits ``Authenticator.authenticate``,
-which lets verifiers grow into async ones (database, signed tokens) without
-changing the server.
+Deny by default. The decision is a function of the request (and, for expiring
+tokens, of an injected wall clock), so it is tested without sockets. Verifiers
+may be synchronous (static tokens, signed tokens) or asynchronous (a database,
+an identity provider); when one is asynchronous, ``authenticate`` returns an
+awaitable, which the adapters await.
 
 Browsers cannot set an ``Authorization`` header on a WebSocket, so a token may
 also arrive as a subprotocol ``wshub.bearer.<token>``; that subprotocol is
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Iterable
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from enum import Enum
+from typing import Protocol, TypeAlias, runtime_checkable
 from urllib.parse import unquote
 
 from .events import HandshakeRequest, Headers
@@ -26,9 +29,14 @@ __all__ = [
     "TOKEN_SUBPROTOCOL_PREFIX",
     "AccessPolicy",
     "Authenticator",
+    "ClockedVerifier",
     "Denial",
     "Principal",
     "StaticTokens",
+    "TokenRejection",
+    "TokenSource",
+    "Verifier",
+    "VerifyFunction",
     "bearer_token",
     "select_subprotocol",
 ]
@@ -39,10 +47,13 @@ SUBPROTOCOL = "wshub.v1"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is on the other end: an id (shared by all of a user's tabs) and scopes."""
+    """Who is on the other end: an id (shared by all of a user's tabs), scopes,
+    and when the credentials end (``expires_at``, seconds since the epoch, or
+    None for credentials that do not expire)."""
 
     id: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,48 @@ class Authenticator(Protocol):
     def authenticate(
         self, request: HandshakeRequest
     ) -> Principal | Denial | Awaitable[Principal | Denial]: ...
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """Turns a bearer token into its principal, or None if it is not valid.
+
+    ``StaticTokens`` is one; a database or an identity provider client can be
+    another, returning an awaitable. A principal's ``expires_at`` (epoch
+    seconds), if set, is checked by ``AccessPolicy`` against its clock.
+    """
+
+    def verify(self, token: str) -> Principal | Awaitable[Principal | None] | None: ...
+
+
+class TokenRejection(Enum):
+    """Why an expiring token was refused; only ``EXPIRED`` is worth telling the client."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown key"
+    BAD_SIGNATURE = "bad signature"
+    EXPIRED = "expired"
+
+
+@runtime_checkable
+class ClockedVerifier(Protocol):
+    """A verifier of expiring tokens, given the wall time (``tokens.SignedTokens``).
+
+    The core reads no clock: ``AccessPolicy`` calls ``check`` with its own.
+    """
+
+    def check(self, token: str, now: float) -> Principal | TokenRejection: ...
+
+
+VerifyFunction: TypeAlias = Callable[[str], Principal | Awaitable[Principal | None] | None]
+"""A plain (sync or async) function from token to principal or None."""
+
+TokenSource: TypeAlias = "StaticTokens | ClockedVerifier | Verifier | VerifyFunction"
+"""Anything ``AccessPolicy(tokens=...)`` accepts, alone or in a list tried in order."""
+
+_Check: TypeAlias = Callable[
+    [str], Principal | TokenRejection | Awaitable[Principal | TokenRejection | None] | None
+]
 
 
 def bearer_token(request: HandshakeRequest, *, allow_query: bool = False) -> str | None:
@@ -126,46 +179,139 @@ class StaticTokens:
         return found
 
 
+_MISSING = Denial(401, "missing bearer token", (("WWW-Authenticate", "Bearer"),))
+_INVALID = Denial(
+    401, "invalid bearer token", (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
+)
+# RFC 6750 §3: the same error code, with a description a developer can act on.
+_EXPIRED = Denial(
+    401,
+    "token expired",
+    (("WWW-Authenticate", 'Bearer error="invalid_token", error_description="token expired"'),),
+)
+
+Verdict: TypeAlias = Principal | Denial
+
+
 class AccessPolicy:
-    """Origin allowlist plus token verification, as one synchronous decision.
+    """Origin allowlist plus token verification, as one decision per handshake.
 
     ``allowed_origins``: exact ``scheme://host[:port]`` strings; a request
     carrying any other ``Origin`` gets 403. Requests without ``Origin`` come
     from non-browser clients and still need a token. ``tokens=None`` with
     ``require_auth=False`` is the explicit no-auth mode (everyone is
     ``Principal("anonymous")``).
+
+    ``tokens`` is a ``StaticTokens``, a ``SignedTokens`` (any
+    ``ClockedVerifier``), any ``Verifier`` or (async) function
+    ``token -> Principal | None``, or a list of these tried in order (the
+    first principal wins). ``clock`` returns the wall time in
+    epoch seconds (pass ``time.time``): it is required with signed tokens, and
+    when given, any verifier's principal whose ``expires_at`` has passed is
+    refused with 401 "token expired".
     """
 
     def __init__(
         self,
         *,
-        tokens: StaticTokens | None = None,
+        tokens: TokenSource | Sequence[TokenSource] | None = None,
         allowed_origins: Iterable[str] = (),
         require_auth: bool = True,
         allow_query_token: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if require_auth and tokens is None:
             raise ValueError("require_auth=True needs tokens; pass require_auth=False to opt out")
+        sources: Sequence[TokenSource] = (
+            () if tokens is None else tokens if isinstance(tokens, list | tuple) else (tokens,)
+        )
+        if require_auth and not sources:
+            raise ValueError("require_auth=True needs at least one token source")
         self.tokens = tokens
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.require_auth = require_auth
         self.allow_query_token = allow_query_token
+        self.clock = clock
+        self._checks: tuple[_Check, ...] = tuple(self._check_for(s) for s in sources)
+
+    def _check_for(self, source: TokenSource) -> _Check:
+        if isinstance(source, ClockedVerifier):
+            clock = self.clock
+            if clock is None:
+                raise ValueError(
+                    "signed tokens expire: give AccessPolicy a clock (clock=time.time)"
+                )
+            return lambda token: source.check(token, clock())
+        if isinstance(source, Verifier):
+            return source.verify
+        if callable(source):
+            return source
+        raise TypeError(f"not a token verifier: {source!r}")
 
     def origin_allowed(self, origin: str | None) -> bool:
         return origin is None or origin.rstrip("/").lower() in self.allowed_origins
 
-    def authenticate(self, request: HandshakeRequest) -> Principal | Denial:
+    def authenticate(self, request: HandshakeRequest) -> Verdict | Awaitable[Verdict]:
+        """Origin check, then the request's bearer token (header, subprotocol, query)."""
         if not self.origin_allowed(request.origin):
             return Denial(403, "origin not allowed")
         if not self.require_auth:
             return Principal(id="anonymous")
-        assert self.tokens is not None
         token = bearer_token(request, allow_query=self.allow_query_token)
         if token is None:
-            return Denial(401, "missing bearer token", (("WWW-Authenticate", "Bearer"),))
-        principal = self.tokens.verify(token)
-        if principal is None:
-            return Denial(
-                401, "invalid bearer token", (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
-            )
-        return principal
+            return _MISSING
+        return self.verify_token(token)
+
+    def verify_token(self, token: str) -> Verdict | Awaitable[Verdict]:
+        """A token from any transport (e.g. a first ``auth`` message) to a verdict.
+
+        Denials are 401 "invalid bearer token" or 401 "token expired" (the only
+        cause worth telling apart: the client should fetch a new token). With
+        no token sources (the no-auth mode) everyone is ``anonymous``.
+        """
+        if not self._checks:
+            return Principal(id="anonymous")
+        expired = False
+        for index, check in enumerate(self._checks):
+            result = check(token)
+            if inspect.isawaitable(result):
+                return self._verify_async(token, result, index, expired)
+            verdict = self._judge(result)
+            if verdict is not None:
+                return verdict
+            expired = expired or result is TokenRejection.EXPIRED
+        return _EXPIRED if expired else _INVALID
+
+    async def _verify_async(
+        self,
+        token: str,
+        pending: Awaitable[Principal | TokenRejection | None],
+        index: int,
+        expired: bool,
+    ) -> Verdict:
+        """The rest of ``verify_token`` once a verifier turned out to be async."""
+        result = await pending
+        while True:
+            verdict = self._judge(result)
+            if verdict is not None:
+                return verdict
+            expired = expired or result is TokenRejection.EXPIRED
+            index += 1
+            if index == len(self._checks):
+                return _EXPIRED if expired else _INVALID
+            step = self._checks[index](token)
+            result = await step if inspect.isawaitable(step) else step
+
+    def _judge(self, result: object) -> Verdict | None:
+        """A principal (or its expiry) as a verdict; None to try the next source."""
+        if isinstance(result, Principal):
+            if (
+                result.expires_at is not None
+                and self.clock is not None
+                and self.clock() >= result.expires_at
+            ):
+                return _EXPIRED
+            return result
+        if result is None or isinstance(result, TokenRejection):
+            return None
+        raise TypeError(f"a token verifier returned {result!r}, not a Principal or None")

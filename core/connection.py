@@ -28,8 +28,11 @@ from .errors import ConnectionClosedError, LocalProtocolError
 from .events import BinaryMessage, Closed, Event, Opened, Side, TextMessage
 from .frames import Opcode, PreparedMessage, encode_frame, mask_payload
 from .limits import Limits
+from .ratelimit import TokenBucket
 
 __all__ = ["Clock", "Connection", "RandomSource", "State", "validate_close"]
+
+_COALESCE_PARTS = 256  # fragments kept apart before being joined
 
 Clock = Callable[[], float]
 RandomSource = Callable[[int], bytes]
@@ -158,6 +161,7 @@ class Connection:
         self._eof = False
         self._proto: _FrameProtocol | None = None
         self._parts: list[str | bytes] = []
+        self._run = 0  # fragments at the end of _parts not yet joined
         self._partial: _PartialFrame | None = None
         self._deflate: DeflateParams | None = None
         now = clock()
@@ -166,6 +170,7 @@ class Connection:
         self._next_ping: float | None = None
         self._pong_deadline: float | None = None
         self._ping_payload = b""
+        self._ping_bucket: TokenBucket | None = None  # the peer's ping budget, at its first ping
         self._close_deadline: float | None = None
         self.subprotocol: str | None = None
         self.bytes_received = 0
@@ -384,8 +389,18 @@ class Connection:
         self._handshake_deadline = self._next_ping = self._pong_deadline = None
         self._close_deadline = None
         self._parts.clear()
+        self._run = 0
         self._partial = None
         self._events.append(event)
+
+    def _ping_allowed(self) -> bool:
+        """Take one token of the peer's ping bucket (``Limits.ping_rate``)."""
+        rate = self.limits.ping_rate
+        if rate is None:
+            return True
+        if self._ping_bucket is None:
+            self._ping_bucket = TokenBucket(rate, self.limits.ping_burst)
+        return self._ping_bucket.take(self._clock())
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame if open, then drop."""
@@ -531,6 +546,9 @@ class Connection:
                 elif opcode is WsOpcode.PING:
                     assert isinstance(payload, bytes)
                     if self._state is State.OPEN:
+                        if not self._ping_allowed():
+                            self._fail(1008, "too many pings")
+                            return
                         self._queue_message(self._frame(Opcode.PONG, payload))
                 elif opcode is WsOpcode.PONG:
                     if self._pong_deadline is not None and payload == self._ping_payload:
@@ -553,16 +571,26 @@ class Connection:
             self._fail(code, message)
 
     def _on_data(self, payload: str | bytes, finished: bool, text: bool) -> None:
+        parts = self._parts
         if not finished:
-            self._parts.append(payload)
+            parts.append(payload)
+            self._run += 1
+            if self._run == _COALESCE_PARTS:
+                # Many tiny fragments: join each run of them into one object,
+                # so memory follows the message's size, not its fragment count.
+                run = parts[-_COALESCE_PARTS:]
+                del parts[-_COALESCE_PARTS:]
+                parts.append("".join(run) if text else b"".join(run))  # type: ignore[arg-type]
+                self._run = 0
             return
-        if self._parts:
-            self._parts.append(payload)
+        if parts:
+            parts.append(payload)
             if text:
-                payload = "".join(self._parts)  # type: ignore[arg-type]
+                payload = "".join(parts)  # type: ignore[arg-type]
             else:
-                payload = b"".join(self._parts)  # type: ignore[arg-type]
-            self._parts.clear()
+                payload = b"".join(parts)  # type: ignore[arg-type]
+            parts.clear()
+            self._run = 0
         if text:
             assert isinstance(payload, str)
             self._events.append(TextMessage(data=payload))

@@ -36,7 +36,7 @@ MAX_TYPE_LENGTH: Final = 128
 
 #: Client message types the hub handles itself; any other type with an ``id``
 #: is a command.
-RESERVED_TYPES: Final = frozenset({"subscribe", "unsubscribe", "publish"})
+RESERVED_TYPES: Final = frozenset({"subscribe", "unsubscribe", "publish", "auth"})
 
 
 class ErrorCode(StrEnum):
@@ -55,6 +55,8 @@ class ErrorCode(StrEnum):
     COMMAND_FAILED = "command_failed"
     COMMAND_TIMEOUT = "command_timeout"
     SHUTTING_DOWN = "shutting_down"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
 
 
 class Codec(Protocol):

@@ -40,6 +40,7 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    414: "URI Too Long",
     426: "Upgrade Required",
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
@@ -101,6 +102,12 @@ def parse_upgrade_request(
         return HandshakeFailure(400, "missing or repeated Host header")
     if not any(t.lower() == "upgrade" for t in split_tokens(headers, "connection")):
         return HandshakeFailure(400, "Connection header must contain 'Upgrade'")
+    if _values(headers, "transfer-encoding") or any(
+        v.strip() != "0" for v in _values(headers, "content-length")
+    ):
+        # A body would be read as frames by us and skipped by a proxy (or the
+        # reverse): the two would disagree on where the frames start.
+        return HandshakeFailure(400, "WebSocket upgrade must not have a body")
     versions = _values(headers, "sec-websocket-version")
     version_header = (("Sec-WebSocket-Version", WEBSOCKET_VERSION),)
     if not versions:

@@ -26,6 +26,7 @@ into the hub.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
@@ -49,6 +50,7 @@ from .errors import LocalProtocolError
 from .frames import PreparedMessage
 from .hub_config import HubConfig
 from .hub_events import (
+    AuthRequest,
     BinaryReceived,
     CommandExpired,
     CommandRequest,
@@ -57,18 +59,41 @@ from .hub_events import (
     Published,
 )
 from .hub_stats import Counters, HubStats
-from .registry import Admission, ConnectionInfo, HubConnection, Registry, Remote, _Entry
+from .ratelimit import TokenBucket
+from .registry import (
+    Admission,
+    ConnectionInfo,
+    HubConnection,
+    Registry,
+    Remote,
+    _Entry,
+    _Pending,
+)
 from .topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy, Topic, TopicPolicy
 
 __all__ = ["Hub"]
 
 _CLOSE_TOO_MANY_ERRORS = (1008, "too many invalid messages")
 _CLOSE_BINARY = (1003, "binary messages are not accepted")
+_CLOSE_RATE = (1008, "message rate exceeded")
+_CLOSE_AUTH_REQUIRED = (1008, "authentication required")
+_CLOSE_AUTH_TIMEOUT = (1008, "authentication timeout")
+_CLOSE_EXPIRED = (1008, "token expired")
 
 
 def _check_topic_name(topic: str) -> None:
     if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC_LENGTH:
         raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH} chars")
+
+
+def _auth_token(request: Request) -> str | None:
+    """The token of an ``auth`` request: ``payload.token``, a non-empty string."""
+    payload = request.payload
+    if isinstance(payload, dict):
+        token = payload.get("token")
+        if isinstance(token, str) and token:
+            return token
+    return None
 
 
 def _check_message_type(message_type: str) -> None:
@@ -106,14 +131,20 @@ class Hub:
         self._commands = CommandTable()
         self._errors: dict[str, deque[float]] = {}
         self._counters = Counters()
+        # Auth deadlines and credential expiries, (monotonic time, conn id);
+        # entries are checked against the live state when they come due.
+        self._timers: list[tuple[float, str]] = []
 
     # -- connections -------------------------------------------------------
 
-    def admit(self, principal_id: str, remote_host: str | None) -> Admission:
+    def admit(self, principal_id: str | None, remote_host: str | None) -> Admission:
         """May one more connection of this principal from this host open?
 
         Call at the handshake, before ``accept``; on refusal answer with
         ``reject(admission.status, admission.reason, headers=admission.headers)``.
+        ``principal_id=None`` admits a connection that will authenticate by
+        message (``add_unauthenticated``): only the total and per-host bounds
+        apply until ``authenticate`` checks the principal's.
         """
         cfg = self.config
         return self._registry.admit(
@@ -146,11 +177,140 @@ class Hub:
             connected_at=self._wall_clock(),
             metadata=dict(metadata or {}),
         )
-        self._registry.add(info, connection)
-        if self.config.send_welcome:
-            welcome = self._prepare("welcome", {"conn_id": conn_id, "principal": principal.id})
-            self._send(self._registry.entries[conn_id], welcome)
+        self._open(info, connection)
         return info
+
+    def add_unauthenticated(
+        self,
+        conn_id: str,
+        connection: HubConnection,
+        *,
+        remote: Remote | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Register an open connection that must authenticate by message.
+
+        Until an ``auth`` message succeeds (``authenticate``) it receives
+        nothing, is in no count but the total and per-host ones, and any other
+        message closes it with 1008; after ``HubConfig.auth_timeout`` it is
+        closed with 1008 "authentication timeout".
+        """
+        if conn_id in self._registry.entries or conn_id in self._registry.pending:
+            raise LocalProtocolError(f"connection {conn_id!r} is already in the hub")
+        if connection.state is not State.OPEN:
+            raise LocalProtocolError(f"connection {conn_id!r} is not open")
+        deadline = self._clock() + self.config.auth_timeout
+        self._registry.add_pending(
+            _Pending(conn_id, connection, remote, deadline, dict(metadata or {}))
+        )
+        self._arm(deadline, conn_id)
+
+    def authenticate(
+        self, conn_id: str, principal: Principal, request_id: RequestId | None = None
+    ) -> bool:
+        """Accept the credentials of an ``AuthRequest``.
+
+        A waiting connection is admitted under its principal's bounds (else
+        closed with 1013), joins the hub and gets the ``welcome``; an open one
+        keeps its principal id and takes the new scopes and expiry (another
+        principal id is refused with ``forbidden``). The request, if it had an
+        ``id``, is answered with ``{"principal", "expires_at"}``. False if
+        the connection is gone or was refused.
+        """
+        pending = self._registry.pending.get(conn_id)
+        if pending is not None:
+            self._registry.pop_pending(conn_id)
+            if pending.connection.state is not State.OPEN:
+                return False
+            admission = self.admit(principal.id, pending.host)
+            if not admission.ok:
+                pending.connection.close(1013, admission.reason)
+                self._notify(conn_id)
+                return False
+            info = ConnectionInfo(
+                conn_id=conn_id,
+                principal=principal,
+                remote=pending.remote,
+                connected_at=self._wall_clock(),
+                metadata=pending.metadata,
+            )
+            self._open(info, pending.connection, request_id)
+            return True
+        entry = self._registry.entries.get(conn_id)
+        if entry is None or entry.connection.state is not State.OPEN:
+            return False
+        if principal.id != entry.info.principal.id:
+            self._client_error(entry, request_id, ErrorCode.FORBIDDEN, "principal mismatch")
+            return False
+        entry.info.principal = principal
+        self._set_expiry(entry)
+        self._auth_reply(entry, principal, request_id)
+        return True
+
+    def reject_auth(self, conn_id: str, request_id: RequestId | None, reason: str) -> None:
+        """Refuse the credentials of an ``AuthRequest``: a waiting connection
+        is closed with 1008 ``reason``; an open one gets ``unauthorized`` and
+        keeps its current credentials until they expire."""
+        pending = self._registry.pop_pending(conn_id)
+        if pending is not None:
+            if pending.connection.state is State.OPEN:
+                pending.connection.close(1008, reason)
+                self._notify(conn_id)
+            return
+        entry = self._registry.entries.get(conn_id)
+        if entry is not None:
+            self._client_error(entry, request_id, ErrorCode.UNAUTHORIZED, reason)
+
+    def _open(
+        self,
+        info: ConnectionInfo,
+        connection: HubConnection,
+        request_id: RequestId | None = None,
+    ) -> None:
+        entry = self._registry.add(info, connection)
+        cfg = self.config
+        if cfg.message_rate is not None:
+            entry.bucket = TokenBucket(cfg.message_rate, cfg.message_burst)
+        self._set_expiry(entry)
+        if request_id is not None:
+            self._auth_reply(entry, info.principal, request_id)
+        if self.config.send_welcome:
+            welcome = self._prepare(
+                "welcome", {"conn_id": info.conn_id, "principal": info.principal.id}
+            )
+            self._send(entry, welcome)
+
+    def _auth_reply(
+        self, entry: _Entry, principal: Principal, request_id: RequestId | None
+    ) -> None:
+        if request_id is not None:
+            result = {"principal": principal.id, "expires_at": principal.expires_at}
+            self._send(entry, self._prepare("reply", result, id=request_id, ok=True))
+
+    def _set_expiry(self, entry: _Entry) -> None:
+        """Turn the principal's wall-clock expiry into a monotonic deadline."""
+        expires_at = entry.info.principal.expires_at
+        if expires_at is None:
+            entry.expires = None
+            return
+        deadline = self._clock() + max(0.0, expires_at - self._wall_clock())
+        entry.expires = deadline
+        self._arm(deadline, entry.info.conn_id)
+
+    def _arm(self, deadline: float, conn_id: str) -> None:
+        timers = self._timers
+        heapq.heappush(timers, (deadline, conn_id))
+        live = len(self._registry.pending) + len(self._registry.entries)
+        if len(timers) > 2 * live + 64:  # drop what removed connections left behind
+            self._timers = [(when, cid) for when, cid in timers if self._timer_is_live(when, cid)]
+            heapq.heapify(self._timers)
+
+    def _timer_is_live(self, when: float, conn_id: str) -> bool:
+        pending = self._registry.pending.get(conn_id)
+        if pending is not None:
+            return pending.deadline == when
+        entry = self._registry.entries.get(conn_id)
+        return entry is not None and entry.expires == when
 
     def remove(self, conn_id: str) -> list[HubEvent]:
         """Forget a connection (call on its ``Closed`` event). Idempotent.
@@ -160,6 +320,7 @@ class Hub:
         """
         entry = self._registry.pop(conn_id)
         if entry is None:
+            self._registry.pop_pending(conn_id)
             return []
         self._commands.forget(conn_id)
         self._errors.pop(conn_id, None)
@@ -177,7 +338,7 @@ class Hub:
 
     def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
         """Start closing one connection; False if unknown or not open."""
-        entry = self._registry.entries.get(conn_id)
+        entry = self._registry.entries.get(conn_id) or self._registry.pending.get(conn_id)
         if entry is None or entry.connection.state is not State.OPEN:
             return False
         entry.connection.close(code, reason)
@@ -200,11 +361,17 @@ class Hub:
         """Handle one client text message. Never raises on client input."""
         entry = self._registry.entries.get(conn_id)
         if entry is None or entry.connection.state is not State.OPEN:
-            return []
+            pending = self._registry.pending.get(conn_id)
+            return [] if pending is None else self._on_unauthenticated(pending, text)
         counters = self._counters
         counters.messages_in += 1
         counters.bytes_in += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         cfg = self.config
+        if not self._within_rate(entry):
+            self._client_error(
+                entry, None, ErrorCode.RATE_LIMITED, "message rate exceeded", _CLOSE_RATE
+            )
+            return []
         request = parse_request(
             text, max_size=cfg.max_envelope_size, max_depth=cfg.max_depth, codec=self._codec
         )
@@ -212,6 +379,23 @@ class Hub:
             self._client_error(entry, request.request_id, request.code, request.message)
             return []
         kind = request.message_type
+        if kind == "auth":
+            token = _auth_token(request)
+            if token is None:
+                self._client_error(
+                    entry, request.id, ErrorCode.INVALID_ENVELOPE, "payload.token is required"
+                )
+                return []
+            deadline = self._clock() + cfg.auth_timeout
+            return [
+                AuthRequest(
+                    conn_id=conn_id,
+                    token=token,
+                    request_id=request.id,
+                    refresh=True,
+                    deadline=deadline,
+                )
+            ]
         if kind == "subscribe":
             return self._on_subscribe(entry, request)
         if kind == "unsubscribe":
@@ -229,6 +413,14 @@ class Hub:
         """Report a binary message, or close with 1003 if binary is not accepted."""
         entry = self._registry.entries.get(conn_id)
         if entry is None or entry.connection.state is not State.OPEN:
+            pending = self._registry.pending.get(conn_id)
+            if pending is not None:
+                self._close_pending(pending, _CLOSE_AUTH_REQUIRED)
+            return []
+        if not self._within_rate(entry):
+            self._client_error(
+                entry, None, ErrorCode.RATE_LIMITED, "message rate exceeded", _CLOSE_RATE
+            )
             return []
         self._counters.messages_in += 1
         self._counters.bytes_in += len(data)
@@ -304,11 +496,18 @@ class Hub:
         subscribe: SubscribePolicy = "all",
         presence: bool = False,
         slow_consumer: SlowConsumerPolicy = "disconnect",
+        subscribe_scope: str | None = None,
+        publish_scope: str | None = None,
     ) -> None:
         """Set a topic's policy (see ``TopicPolicy``); the topic then persists."""
         _check_topic_name(name)
         policy = TopicPolicy(
-            publish=publish, subscribe=subscribe, presence=presence, slow_consumer=slow_consumer
+            publish=publish,
+            subscribe=subscribe,
+            presence=presence,
+            slow_consumer=slow_consumer,
+            subscribe_scope=subscribe_scope,
+            publish_scope=publish_scope,
         )
         state = self._topics.get(name)
         if state is None:
@@ -391,13 +590,21 @@ class Hub:
         return self._commands.of(conn_id)
 
     def next_deadline(self) -> float | None:
-        """When ``handle_timer`` must next run (a command deadline), or None."""
-        return self._commands.next_deadline()
+        """When ``handle_timer`` must next run (a command deadline, an auth
+        deadline or a credential expiry), or None."""
+        deadline = self._commands.next_deadline()
+        timers = self._timers
+        if timers and (deadline is None or timers[0][0] < deadline):
+            return timers[0][0]
+        return deadline
 
     def handle_timer(self, now: float | None = None) -> list[HubEvent]:
-        """Answer ``command_timeout`` for every command past its deadline."""
+        """Answer ``command_timeout`` for every command past its deadline;
+        close connections whose auth deadline passed or whose credentials
+        expired (1008)."""
         if now is None:
             now = self._clock()
+        self._expire_credentials(now)
         events: list[HubEvent] = []
         code = ErrorCode.COMMAND_TIMEOUT.value
         for conn_id, request_id, pending in self._commands.expire(now):
@@ -409,6 +616,21 @@ class Hub:
             self._send(self._registry.entries[conn_id], reply)
             events.append(CommandExpired(conn_id=conn_id, request_id=request_id, name=pending.name))
         return events
+
+    def _expire_credentials(self, now: float) -> None:
+        timers = self._timers
+        registry = self._registry
+        while timers and timers[0][0] <= now:
+            when, conn_id = heapq.heappop(timers)
+            pending = registry.pending.get(conn_id)
+            if pending is not None and pending.deadline == when:
+                self._close_pending(pending, _CLOSE_AUTH_TIMEOUT)
+                continue
+            entry = registry.entries.get(conn_id)
+            if entry is not None and entry.expires == when and entry.connection.state is State.OPEN:
+                entry.connection.close(*_CLOSE_EXPIRED)
+                self._counters.policy_closes += 1
+                self._notify(conn_id)
 
     # -- observation ---------------------------------------------------------
 
@@ -438,9 +660,49 @@ class Hub:
             "dropped_counters": sum(len(t.dropped) for t in self._topics.values()),
             **self._commands.footprint(),
             "error_windows": len(self._errors),
+            "awaiting_auth": len(registry.pending),
         }
 
     # -- client requests -----------------------------------------------------
+
+    def _on_unauthenticated(self, pending: _Pending, text: str) -> list[HubEvent]:
+        """Only one ``auth`` message is allowed before credentials are accepted."""
+        if pending.verifying or pending.connection.state is not State.OPEN:
+            self._close_pending(pending, _CLOSE_AUTH_REQUIRED)
+            return []
+        cfg = self.config
+        request = parse_request(
+            text, max_size=cfg.max_envelope_size, max_depth=cfg.max_depth, codec=self._codec
+        )
+        token = None
+        if not isinstance(request, EnvelopeError) and request.message_type == "auth":
+            token = _auth_token(request)
+        if token is None:
+            self._close_pending(pending, _CLOSE_AUTH_REQUIRED)
+            return []
+        assert not isinstance(request, EnvelopeError)
+        pending.verifying = True
+        return [
+            AuthRequest(
+                conn_id=pending.conn_id,
+                token=token,
+                request_id=request.id,
+                refresh=False,
+                deadline=pending.deadline,
+            )
+        ]
+
+    def _close_pending(self, pending: _Pending, close: tuple[int, str]) -> None:
+        self._registry.pop_pending(pending.conn_id)
+        if pending.connection.state is State.OPEN:
+            pending.connection.close(*close)
+            self._counters.policy_closes += 1
+            self._notify(pending.conn_id)
+
+    def _within_rate(self, entry: _Entry) -> bool:
+        """Take one message from the connection's inbound-rate bucket."""
+        bucket = entry.bucket
+        return bucket is None or bucket.take(self._clock())
 
     def _on_subscribe(self, entry: _Entry, request: Request) -> list[HubEvent]:
         name = request.topic
@@ -547,7 +809,12 @@ class Hub:
         ]
 
     def _client_error(
-        self, entry: _Entry, request_id: RequestId | None, code: ErrorCode, message: str
+        self,
+        entry: _Entry,
+        request_id: RequestId | None,
+        code: ErrorCode,
+        message: str,
+        close: tuple[int, str] = _CLOSE_TOO_MANY_ERRORS,
     ) -> None:
         """Answer a client's mistake, count it, and close 1008 past the limit."""
         self._counters.error(code.value)
@@ -568,7 +835,7 @@ class Hub:
         while window and window[0] <= horizon:
             window.popleft()
         if len(window) > self.config.max_errors and entry.connection.state is State.OPEN:
-            entry.connection.close(*_CLOSE_TOO_MANY_ERRORS)
+            entry.connection.close(*close)
             self._counters.policy_closes += 1
             self._notify(conn_id)
 

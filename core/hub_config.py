@@ -42,6 +42,23 @@ class HubConfig:
         (default) a binary message closes the connection with 1003.
     ``send_welcome``
         Send the ``welcome`` envelope when a connection is added. Default True.
+    ``auth_timeout``
+        Time a connection accepted without credentials (first-message auth)
+        has to send a valid ``auth`` message; then 1008. Default 10 s.
+    ``message_rate`` / ``message_burst``
+        Inbound messages per second per connection (a token bucket holding
+        ``message_burst``). A message beyond it is not processed: the client
+        gets a ``rate_limited`` error, which counts toward ``max_errors``
+        (so a sustained flood is closed with 1008). ``message_rate=None``
+        disables the limit. Defaults 500/s and 1000.
+    ``auth_failure_rate`` / ``auth_failure_burst``
+        Failed authentications (401) allowed per remote address: a bucket of
+        ``auth_failure_burst`` refilled at ``auth_failure_rate`` per second.
+        While it is empty, handshakes from that address get 429 with
+        ``Retry-After`` before any token is checked. Origin and Host
+        refusals (403) do not count, so a foreign web page cannot lock local
+        clients out. ``auth_failure_rate=None`` disables it. Defaults 1/s
+        and 30.
     """
 
     max_connections: int = 10_000
@@ -57,6 +74,11 @@ class HubConfig:
     max_subscriptions: int = 256
     accept_binary: bool = False
     send_welcome: bool = True
+    auth_timeout: float = 10.0
+    message_rate: float | None = 500.0
+    message_burst: int = 1000
+    auth_failure_rate: float | None = 1.0
+    auth_failure_burst: int = 30
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,6 +89,8 @@ class HubConfig:
             "max_depth",
             "max_pending_commands",
             "max_subscriptions",
+            "message_burst",
+            "auth_failure_burst",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -75,6 +99,10 @@ class HubConfig:
             raise ValueError(f"max_errors must be >= 0, got {self.max_errors!r}")
         if self.retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {self.retry_after!r}")
-        for name in ("error_window", "default_command_timeout"):
+        for name in ("message_rate", "auth_failure_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value!r}")
+        for name in ("error_window", "default_command_timeout", "auth_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")

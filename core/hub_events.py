@@ -14,6 +14,7 @@ from .auth import Principal
 from .envelope import RequestId
 
 __all__ = [
+    "AuthRequest",
     "BinaryReceived",
     "CommandExpired",
     "CommandRequest",
@@ -21,6 +22,24 @@ __all__ = [
     "PresenceChanged",
     "Published",
 ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRequest:
+    """A client sent an ``auth`` message: verify ``token``.
+
+    The driver verifies it (the same way as a handshake token) before feeding
+    the connection's next message, then calls ``Hub.authenticate`` with the
+    principal or ``Hub.reject_auth``. ``refresh`` is False for a connection
+    still waiting for its first credentials and True for an open one renewing
+    an expiring token.
+    """
+
+    conn_id: str
+    token: str
+    request_id: RequestId | None
+    refresh: bool
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,4 +99,6 @@ class Published:
     delivered: int
 
 
-HubEvent = CommandRequest | CommandExpired | BinaryReceived | PresenceChanged | Published
+HubEvent = (
+    AuthRequest | CommandRequest | CommandExpired | BinaryReceived | PresenceChanged | Published
+)

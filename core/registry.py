@@ -16,6 +16,7 @@ from .deflate import DeflateParams
 from .events import Headers
 from .frames import PreparedMessage
 from .limits import Limits
+from .ratelimit import TokenBucket
 
 __all__ = ["Admission", "ConnectionInfo", "HubConnection", "Registry", "Remote", "remote_host"]
 
@@ -91,17 +92,40 @@ _ADMITTED = Admission(ok=True)
 
 @dataclass(slots=True)
 class _Entry:
+    """An authenticated connection; ``bucket`` limits its inbound rate,
+    ``expires`` is the monotonic time its credentials end."""
+
     info: ConnectionInfo
     connection: HubConnection
+    bucket: TokenBucket | None = None
+    expires: float | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A connection accepted without credentials, waiting for its ``auth``
+    message until ``deadline``; ``verifying`` while the driver checks one."""
+
+    conn_id: str
+    connection: HubConnection
+    remote: Remote | None
+    deadline: float
+    metadata: dict[str, Any]
+    verifying: bool = False
+
+    @property
+    def host(self) -> str | None:
+        return remote_host(self.remote)
 
 
 class Registry:
     """Connections by id, with per-principal and per-host indexes."""
 
-    __slots__ = ("_by_host", "_by_principal", "entries")
+    __slots__ = ("_by_host", "_by_principal", "entries", "pending")
 
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
+        self.pending: dict[str, _Pending] = {}
         self._by_principal: dict[str, dict[str, None]] = {}
         self._by_host: dict[str, int] = {}
 
@@ -110,7 +134,7 @@ class Registry:
 
     def admit(
         self,
-        principal_id: str,
+        principal_id: str | None,
         host: str | None,
         *,
         max_total: int,
@@ -119,9 +143,12 @@ class Registry:
         retry_after: int,
     ) -> Admission:
         headers = (("Retry-After", str(retry_after)),)
-        if len(self.entries) >= max_total:
+        if len(self.entries) + len(self.pending) >= max_total:
             return Admission(ok=False, status=503, reason="server is full", headers=headers)
-        if len(self._by_principal.get(principal_id, ())) >= max_per_principal:
+        if (
+            principal_id is not None
+            and len(self._by_principal.get(principal_id, ())) >= max_per_principal
+        ):
             return Admission(
                 ok=False, status=429, reason="too many connections for this user", headers=headers
             )
@@ -134,12 +161,11 @@ class Registry:
             )
         return _ADMITTED
 
-    def add(self, info: ConnectionInfo, connection: HubConnection) -> None:
-        self.entries[info.conn_id] = _Entry(info, connection)
+    def add(self, info: ConnectionInfo, connection: HubConnection) -> _Entry:
+        entry = self.entries[info.conn_id] = _Entry(info, connection)
         self._by_principal.setdefault(info.principal.id, {})[info.conn_id] = None
-        host = info.host
-        if host is not None:
-            self._by_host[host] = self._by_host.get(host, 0) + 1
+        self._count_host(info.host, 1)
+        return entry
 
     def pop(self, conn_id: str) -> _Entry | None:
         entry = self.entries.pop(conn_id, None)
@@ -150,14 +176,27 @@ class Registry:
         del ids[conn_id]
         if not ids:
             del self._by_principal[info.principal.id]
-        host = info.host
-        if host is not None:
-            left = self._by_host[host] - 1
-            if left:
-                self._by_host[host] = left
-            else:
-                del self._by_host[host]
+        self._count_host(info.host, -1)
         return entry
+
+    def add_pending(self, pending: _Pending) -> None:
+        self.pending[pending.conn_id] = pending
+        self._count_host(pending.host, 1)
+
+    def pop_pending(self, conn_id: str) -> _Pending | None:
+        pending = self.pending.pop(conn_id, None)
+        if pending is not None:
+            self._count_host(pending.host, -1)
+        return pending
+
+    def _count_host(self, host: str | None, delta: int) -> None:
+        if host is None:
+            return
+        left = self._by_host.get(host, 0) + delta
+        if left:
+            self._by_host[host] = left
+        else:
+            del self._by_host[host]
 
     def of_principal(self, principal_id: str) -> list[str]:
         return list(self._by_principal.get(principal_id, ()))
@@ -170,4 +209,4 @@ class Registry:
 
     def is_empty(self) -> bool:
         """True when no connection and no count remain (used by tests)."""
-        return not (self.entries or self._by_principal or self._by_host)
+        return not (self.entries or self.pending or self._by_principal or self._by_host)

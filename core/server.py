@@ -2,13 +2,15 @@
 
 A WebSocket upgrade is reported as ``HandshakeRequest``; anything else that
 parses as HTTP is reported as ``HttpRequest`` (health checks, metrics, a demo
-page). Malformed requests are answered with 400 (or 431 for an oversized
-head) by the machine itself and are never reported as requests.
+page). Malformed requests are answered with 400, oversized heads with 414 or
+431 (see ``Limits``), by the machine itself; they are never reported as
+requests.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from enum import Enum, auto
 
 import h11
@@ -25,7 +27,9 @@ from .handshake import (
     is_upgrade_request,
     parse_upgrade_request,
 )
+from .hosts import normalize_hosts
 from .limits import Limits
+from .request_head import HeadScanner
 
 __all__ = ["ServerConnection"]
 
@@ -42,6 +46,12 @@ class ServerConnection(Connection):
     ``compression`` enables permessage-deflate when the client offers it.
     ``principal`` is whatever the application passed to ``accept`` (the hub
     uses it to route messages per user).
+
+    ``allowed_hosts``: ``None`` accepts any ``Host``; otherwise a collection
+    of exact ``host[:port]`` values (compared case-insensitively, e.g.
+    ``hosts.loopback_hosts(port)``), and any request, upgrade or plain HTTP,
+    whose ``Host`` is not one of them is answered 403 "host not allowed"
+    without being reported (DNS rebinding, see ``hosts``).
     """
 
     is_client = False
@@ -53,16 +63,24 @@ class ServerConnection(Connection):
         compression: bool = False,
         clock: Clock,
         random: RandomSource = os.urandom,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         super().__init__(limits=limits or Limits(), clock=clock, random=random)
         self.compression = compression
+        self.allowed_hosts = None if allowed_hosts is None else normalize_hosts(allowed_hosts)
         self.principal: object = None
         self.request: HandshakeRequest | None = None
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_size)
+        limits = self.limits
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+        self._head = HeadScanner(
+            max_request_line=limits.max_request_line,
+            max_header_size=limits.max_header_size,
+            max_header_count=limits.max_header_count,
+            max_head_size=limits.max_head_size,
+        )
         self._pending = _Pending.NOTHING
         self._key = ""
         self._early = bytearray()
-        self._head_bytes = 0
         self._head_only = False  # the pending plain request is a HEAD
 
     # -- handshake input -------------------------------------------------
@@ -74,21 +92,24 @@ class ServerConnection(Connection):
                 self._early += data
                 self._check_early()
             return
-        self._head_bytes += len(data)
-        self._h11.receive_data(data)
+        # The head limits are checked first, byte by byte; h11 then parses only
+        # the bytes before a breaking one, so an error it finds there wins, as it
+        # would have had the bytes come one at a time.
+        allowed, violation = self._head.feed(data)
+        if violation is not None:
+            data = data[:allowed]
+        if data:  # h11 reads b"" as end of stream
+            self._h11.receive_data(data)
         try:
             event = self._h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint if exc.error_status_hint in (400, 431) else 400
-            self._answer(status, f"malformed HTTP request: {exc}".encode(), (), clean=False)
+        except h11.RemoteProtocolError:
+            # A fixed text: echoing h11's message would reflect the client's
+            # bytes and vary with how they were split.
+            self._answer(400, b"malformed HTTP request", (), clean=False)
             return
         if event is h11.NEED_DATA:
-            return
-        # h11 bounds only an *incomplete* head; a complete one that arrived in
-        # one piece must meet the same limit, or the outcome would depend on
-        # how the bytes were split.
-        if self._head_bytes - len(self._h11.trailing_data[0]) > self.limits.max_head_size:
-            self._answer(431, b"request head too large", (), clean=False)
+            if violation is not None:
+                self._answer(violation.status, violation.reason.encode(), (), clean=False)
             return
         if isinstance(event, h11.Request):
             self._on_request(event)
@@ -106,6 +127,12 @@ class ServerConnection(Connection):
             # RFC 9110 §15.6.6: a major version we do not speak.
             self._answer(505, b"HTTP version not supported", (), clean=False)
             return
+        if self.allowed_hosts is not None:
+            # h11 has already refused a repeated Host (RFC 9112 §3.2: 400).
+            hosts = [value.strip().lower() for name, value in headers if name == "host"]
+            if len(hosts) != 1 or hosts[0] not in self.allowed_hosts:
+                self._answer(403, b"host not allowed", ())
+                return
         if not is_upgrade_request(headers):
             target = request.target.decode("latin-1")
             path, _, query = target.partition("?")

@@ -39,12 +39,16 @@ class TopicPolicy:
     ``slow_consumer``: "disconnect" (default: a full outbox closes the
     connection with 1013) or "drop" (droppable messages are skipped for a full
     outbox and the client is later told how many with a ``dropped`` notice).
+    ``subscribe_scope`` / ``publish_scope``: a scope the connection's
+    principal must hold to subscribe / to publish, checked before the rule.
     """
 
     publish: PublishPolicy = "none"
     subscribe: SubscribePolicy = "all"
     presence: bool = False
     slow_consumer: SlowConsumerPolicy = "disconnect"
+    subscribe_scope: str | None = None
+    publish_scope: str | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.publish) and self.publish not in ("none", "subscribers", "all"):
@@ -61,12 +65,16 @@ class TopicPolicy:
             )
 
     def may_subscribe(self, info: ConnectionInfo, topic: str) -> bool:
+        if self.subscribe_scope is not None and self.subscribe_scope not in info.principal.scopes:
+            return False
         rule = self.subscribe
         if callable(rule):
             return bool(rule(info, topic))
         return rule == "all"
 
     def may_publish(self, info: ConnectionInfo, topic: str) -> bool:
+        if self.publish_scope is not None and self.publish_scope not in info.principal.scopes:
+            return False
         rule = self.publish
         if callable(rule):
             return bool(rule(info, topic))

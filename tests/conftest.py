@@ -29,8 +29,9 @@ Frame = tuple[bool, bool, int, bytes]  # fin, rsv1, opcode, payload
 class RawClient:
     """A byte-level client: sends exactly what a test says, reads frames by hand."""
 
-    def __init__(self, stream: SocketStream) -> None:
+    def __init__(self, stream: SocketStream, port: int = 0) -> None:
         self.stream = stream
+        self.port = port
         self.buffer = bytearray()
 
     @classmethod
@@ -38,7 +39,7 @@ class RawClient:
     async def open(cls, port: int) -> AsyncIterator[RawClient]:
         stream = await anyio.connect_tcp("127.0.0.1", port)
         async with stream:
-            yield cls(stream)
+            yield cls(stream, port)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send(data)
@@ -97,7 +98,7 @@ class RawClient:
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
-            "Host: 127.0.0.1",
+            f"Host: 127.0.0.1:{self.port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",

@@ -544,7 +544,7 @@ async def test_authentication_failures_and_async_authenticator(raw_client: Any) 
 
 async def get(raw_client: Any, port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     async with raw_client(port) as raw:
-        await raw.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await raw.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         result: tuple[int, dict[str, str], bytes] = await raw.read_response()
         return result
 

@@ -165,13 +165,17 @@ async def test_token_by_subprotocol_is_accepted_and_not_echoed(running_server: A
 
 
 async def test_plain_http_requests(running_server: Any, raw_client: Any) -> None:
-    requests = [
-        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),
-        (b"\x16\x03\x01 this is not HTTP\r\n\r\n", 400),
-    ]
     with anyio.fail_after(10):
         async with running_server(token_echo()) as server:
+            host = f"127.0.0.1:{server.port}".encode()
+            requests = [
+                (b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 200),
+                (b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 426),
+                (b"\x16\x03\x01 this is not HTTP\r\n\r\n", 400),
+                # Bound to loopback: any other Host is DNS rebinding (403).
+                (b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403),
+                (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 403),
+            ]
             for request, expected in requests:
                 async with raw_client(server.port) as raw:
                     await raw.send(request)
@@ -315,7 +319,8 @@ async def test_shutdown_answers_pending_handshakes_with_503(raw_client: Any) -> 
             await tg.start(server.serve)
             async with raw_client(server.port) as raw:
                 await raw.send(
-                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"GET / HTTP/1.1\r\nHost: localhost:{server.port}\r\n".encode()
+                    + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                     b"Sec-WebSocket-Version: 13\r\n\r\n"
                 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import pytest
 from helpers import FakeClock, upgrade_request
 from hypothesis import given, settings
@@ -15,9 +18,11 @@ from wshub.core.auth import (
     Denial,
     Principal,
     StaticTokens,
+    Verifier,
     bearer_token,
     select_subprotocol,
 )
+from wshub.core.tokens import SignedTokens
 
 ALICE = Principal(id="alice", scopes=frozenset({"read"}))
 BOB = Principal(id="bob")
@@ -219,3 +224,213 @@ def test_static_tokens_of_different_lengths_all_verify() -> None:
     assert tokens.verify("a-much-longer-token-value") == Principal(id="bob")
     assert tokens.verify("shor") is None
     assert tokens.verify("") is None
+
+
+# -- signed tokens, verifier protocol, async verifiers -------------------------
+
+KEY = bytes(range(32))
+EPOCH = 1_700_000_000.0
+
+
+def resolve(decision: object) -> object:
+    """The verdict of ``authenticate``/``verify_token``, awaiting it if async."""
+    if inspect.isawaitable(decision):
+
+        async def wait() -> object:
+            return await decision
+
+        return asyncio.run(wait())
+    return decision
+
+
+def signed_policy(clock: FakeClock, *extra: object) -> tuple[AccessPolicy, SignedTokens]:
+    signed = SignedTokens({"k1": KEY}, signing_key_id="k1")
+    sources = [*extra, signed] if extra else signed
+    return AccessPolicy(tokens=sources, clock=clock), signed  # type: ignore[arg-type]
+
+
+def test_signed_tokens_need_a_clock() -> None:
+    signed = SignedTokens({"k1": KEY}, signing_key_id="k1")
+    with pytest.raises(ValueError, match="clock"):
+        AccessPolicy(tokens=signed)
+    with pytest.raises(ValueError, match="clock"):
+        AccessPolicy(tokens=[StaticTokens(["x"]), signed])
+
+
+def test_signed_token_by_header_and_subprotocol() -> None:
+    clock = FakeClock(EPOCH)
+    access, signed = signed_policy(clock)
+    token = signed.mint("carol", ["read"], ttl=60, now=EPOCH)
+    expected = Principal(id="carol", scopes=frozenset({"read"}), expires_at=EPOCH + 60)
+    assert access.authenticate(request(authorization=f"Bearer {token}")) == expected
+    by_subprotocol = request(subprotocols=(SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token))
+    assert access.authenticate(by_subprotocol) == expected
+    assert access.verify_token(token) == expected
+
+
+def test_expired_signed_token_is_401_token_expired() -> None:
+    clock = FakeClock(EPOCH)
+    access, signed = signed_policy(clock)
+    token = signed.mint("carol", ttl=60, now=EPOCH)
+    clock.advance(59.9)
+    assert isinstance(access.verify_token(token), Principal)
+    clock.advance(0.1)
+    for denial in (
+        access.verify_token(token),
+        access.authenticate(request(authorization=f"Bearer {token}")),
+    ):
+        assert isinstance(denial, Denial)
+        assert (denial.status, denial.reason) == (401, "token expired")
+        assert (
+            "WWW-Authenticate",
+            'Bearer error="invalid_token", error_description="token expired"',
+        ) in denial.headers
+
+
+def test_tampered_or_unknown_signed_token_is_401_invalid() -> None:
+    clock = FakeClock(EPOCH)
+    access, signed = signed_policy(clock)
+    token = signed.mint("carol", ttl=60, now=EPOCH)
+    other = SignedTokens({"k2": KEY}, signing_key_id="k2").mint("carol", ttl=60, now=EPOCH)
+    for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), other, "s3cret"):
+        denial = access.verify_token(bad)
+        assert isinstance(denial, Denial)
+        assert (denial.status, denial.reason) == (401, "invalid bearer token")
+
+
+def test_static_and_signed_tokens_together() -> None:
+    clock = FakeClock(EPOCH)
+    access, signed = signed_policy(clock, StaticTokens({"s3cret": ALICE}))
+    token = signed.mint("carol", ttl=60, now=EPOCH)
+    assert access.verify_token("s3cret") == ALICE
+    assert access.verify_token(token) == Principal("carol", expires_at=EPOCH + 60)
+    clock.advance(60)
+    denial = access.verify_token(token)
+    assert isinstance(denial, Denial)
+    assert denial.reason == "token expired"
+    denial = access.verify_token("nope")
+    assert isinstance(denial, Denial)
+    assert denial.reason == "invalid bearer token"
+
+
+def test_async_function_verifier_makes_authenticate_awaitable() -> None:
+    seen: list[str] = []
+
+    async def lookup(token: str) -> Principal | None:
+        seen.append(token)
+        return ALICE if token == "db-token" else None
+
+    access = AccessPolicy(tokens=lookup, allowed_origins=["https://app.example"])
+    decision = access.authenticate(request(authorization="Bearer db-token"))
+    assert inspect.isawaitable(decision)
+    assert resolve(decision) == ALICE
+    denial = resolve(access.authenticate(request(authorization="Bearer other")))
+    assert isinstance(denial, Denial)
+    assert (denial.status, denial.reason) == (401, "invalid bearer token")
+    assert seen == ["db-token", "other"]
+    # Origin and missing-token decisions need no verifier: answered at once.
+    assert isinstance(access.authenticate(request(origin="https://evil.test")), Denial)
+    assert isinstance(access.authenticate(request()), Denial)
+    assert seen == ["db-token", "other"]
+
+
+def test_sync_function_and_verifier_objects() -> None:
+    class Directory:
+        def verify(self, token: str) -> Principal | None:
+            return BOB if token == "dir" else None
+
+    assert isinstance(Directory(), Verifier)
+    access = AccessPolicy(tokens=[Directory(), lambda t: ALICE if t == "fn" else None])
+    assert access.verify_token("dir") == BOB
+    assert access.verify_token("fn") == ALICE
+    assert isinstance(access.verify_token("none"), Denial)
+
+
+def test_sources_are_tried_in_order_across_sync_and_async() -> None:
+    calls: list[str] = []
+
+    class AsyncDirectory:
+        def __init__(self, name: str, token: str, principal: Principal) -> None:
+            self.name, self.token, self.principal = name, token, principal
+
+        async def verify(self, token: str) -> Principal | None:
+            calls.append(self.name)
+            return self.principal if token == self.token else None
+
+    def static(token: str) -> Principal | None:
+        calls.append("static")
+        return ALICE if token == "s" else None
+
+    access = AccessPolicy(
+        tokens=[AsyncDirectory("first", "a", BOB), static, AsyncDirectory("last", "z", ALICE)]
+    )
+    assert resolve(access.verify_token("a")) == BOB
+    assert calls == ["first"]
+    calls.clear()
+    assert resolve(access.verify_token("s")) == ALICE
+    assert calls == ["first", "static"]
+    calls.clear()
+    assert resolve(access.verify_token("z")) == ALICE
+    assert calls == ["first", "static", "last"]
+    calls.clear()
+    denial = resolve(access.verify_token("?"))
+    assert isinstance(denial, Denial)
+    assert denial.reason == "invalid bearer token"
+    # A sync source that answers first never makes the verdict awaitable.
+    quick = AccessPolicy(tokens=[static, AsyncDirectory("never", "a", BOB)])
+    assert quick.verify_token("s") == ALICE
+
+
+def test_expired_principal_from_any_verifier_is_refused_when_a_clock_is_given() -> None:
+    clock = FakeClock(EPOCH)
+    soon = Principal("dave", expires_at=EPOCH + 5)
+
+    async def provider(token: str) -> Principal | None:
+        return soon
+
+    with_clock = AccessPolicy(tokens=provider, clock=clock)
+    without_clock = AccessPolicy(tokens=provider)
+    assert resolve(with_clock.verify_token("t")) == soon
+    clock.advance(5)
+    denial = resolve(with_clock.verify_token("t"))
+    assert isinstance(denial, Denial)
+    assert denial.reason == "token expired"
+    assert resolve(without_clock.verify_token("t")) == soon  # nothing to compare with
+
+
+def test_expired_signed_then_async_miss_still_says_expired() -> None:
+    clock = FakeClock(EPOCH)
+    signed = SignedTokens({"k1": KEY}, signing_key_id="k1")
+    token = signed.mint("carol", ttl=1, now=EPOCH)
+
+    async def miss(token: str) -> Principal | None:
+        return None
+
+    access = AccessPolicy(tokens=[signed, miss], clock=clock)
+    clock.advance(2)
+    denial = resolve(access.verify_token(token))
+    assert isinstance(denial, Denial)
+    assert denial.reason == "token expired"
+
+
+def test_verifier_returning_something_else_is_a_bug_not_a_principal() -> None:
+    access = AccessPolicy(tokens=lambda t: "alice")  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="returned 'alice'"):
+        access.verify_token("x")
+
+
+def test_policy_refuses_things_that_are_not_verifiers() -> None:
+    with pytest.raises(TypeError, match="not a token verifier"):
+        AccessPolicy(tokens=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        AccessPolicy(tokens=[])
+
+
+def test_verify_token_in_no_auth_mode_is_anonymous() -> None:
+    assert AccessPolicy(require_auth=False).verify_token("anything") == Principal("anonymous")
+
+
+def test_static_tokens_give_no_expiry() -> None:
+    found = StaticTokens(["a"]).verify("a")
+    assert found is not None
+    assert found.expires_at is None

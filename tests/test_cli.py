@@ -48,13 +48,15 @@ def wshub(*args: str) -> list[str]:
 
 
 @asynccontextmanager
-async def serving(*args: str) -> AsyncIterator[Served]:
+async def serving(*args: str, umask: int = -1) -> AsyncIterator[Served]:
+    """``wshub serve --port 0 *args`` until it listens (``umask=-1``: inherited)."""
     process = subprocess.Popen(
         wshub("serve", "--port", "0", *args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        umask=umask,
     )
     assert process.stdout is not None
     try:

@@ -455,3 +455,28 @@ def test_repeated_origin_is_400() -> None:
     )
     status, _, _ = refused(request)
     assert status == 400
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("Content-Length", "5")],
+        [("Transfer-Encoding", "chunked")],
+        [("Content-Length", "0"), ("Transfer-Encoding", "chunked")],
+    ],
+)
+def test_upgrade_with_a_body_is_400(extra: list[tuple[str, str]]) -> None:
+    server = ServerConnection(clock=FakeClock())
+    server.receive_data(upgrade_request(extra=extra) + b"hello")
+    [closed] = server.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.reason == "HTTP 400: WebSocket upgrade must not have a body"
+    status = server.data_to_send().split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 400 Bad Request"
+
+
+def test_upgrade_with_content_length_zero_is_accepted() -> None:
+    server = ServerConnection(clock=FakeClock())
+    server.receive_data(upgrade_request(extra=[("Content-Length", "0")]))
+    [request] = server.events_received()
+    assert isinstance(request, HandshakeRequest)

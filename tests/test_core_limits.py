@@ -8,7 +8,7 @@ import zlib
 from typing import Any
 
 import pytest
-from helpers import ConnectionPair, client_frame, open_server
+from helpers import ConnectionPair, FakeClock, client_frame, open_server
 from test_core_framing import failed_with, parse_frames
 
 from wshub.core import BinaryMessage, Limits, PreparedMessage, State, TextMessage
@@ -213,3 +213,49 @@ def test_ping_flood_against_full_outbox_is_1013() -> None:
     conn.send_binary(b"x" * 150)
     conn.receive_data(b"".join(client_frame(0x9, b"p" * 100) for _ in range(5)))
     failed_with(conn, 1013)
+
+
+def test_ping_flood_beyond_the_burst_is_1008() -> None:
+    clock = FakeClock()
+    conn = open_server(limits=Limits(ping_rate=10, ping_burst=5), clock=clock)
+    conn.receive_data(b"".join(client_frame(0x9, b"p") for _ in range(5)))
+    assert conn.events_received() == []
+    assert [op for op, _ in parse_frames(conn.data_to_send())] == [0xA] * 5
+    clock.advance(0.15)  # one more ping's worth
+    conn.receive_data(client_frame(0x9, b"q"))
+    assert parse_frames(conn.data_to_send()) == [(0xA, b"q")]
+    conn.receive_data(client_frame(0x9, b"r"))
+    closed = failed_with(conn, 1008)
+    assert closed.reason == "too many pings"
+
+
+def test_pings_at_the_allowed_rate_never_fail() -> None:
+    clock = FakeClock()
+    conn = open_server(limits=Limits(ping_rate=10, ping_burst=1), clock=clock)
+    for _ in range(100):
+        clock.advance(0.1)
+        conn.receive_data(client_frame(0x9, b"k"))
+    assert conn.state is State.OPEN
+    assert len(parse_frames(conn.data_to_send())) == 100
+
+
+def test_ping_rate_can_be_disabled() -> None:
+    conn = open_server(limits=Limits(ping_rate=None, ping_burst=1))
+    conn.receive_data(b"".join(client_frame(0x9, b"p") for _ in range(200)))
+    assert conn.state is State.OPEN
+
+
+@pytest.mark.parametrize(("opcode", "text"), [(0x1, True), (0x2, False)])
+def test_many_tiny_fragments_are_held_as_few_objects(opcode: int, text: bool) -> None:
+    conn = open_server()
+    count = 20_000
+    frames = [client_frame(opcode, b"a", fin=False)]
+    frames += [client_frame(0x0, b"b", fin=False) for _ in range(count - 2)]
+    frames.append(client_frame(0x0, b"c"))
+    conn.receive_data(b"".join(frames[:-1]))
+    # One object per fragment would be 20 000; runs are joined as they come.
+    assert len(conn._parts) <= 256 + count // 256
+    conn.receive_data(frames[-1])
+    [message] = conn.events_received()
+    expected = "a" + "b" * (count - 2) + "c"
+    assert message.data == (expected if text else expected.encode())
