@@ -17,6 +17,7 @@ after that the socket is closed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -48,14 +49,18 @@ class SocketDriver:
         "_half_closed",
         "_interrupted",
         "_log",
+        "_loop",
         "_name",
         "_pending",
         "_progress",
         "_recv_scope",
+        "_registered",
         "_scheduler",
         "_send_scope",
         "_stop_reading",
         "_timer",
+        "_waiter",
+        "_waiting",
         "_writer_done",
         "_writing",
         "core",
@@ -82,6 +87,13 @@ class SocketDriver:
         self._armed = math.inf  # the deadline of ``_timer``
         self._close_by = math.inf  # set once the core asks to close the transport
         self._recv_scope: anyio.CancelScope | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            self._loop = None
+        self._waiter: asyncio.Future[bytes | None] | None = None
+        self._waiting = False  # the reader waits for the socket
+        self._registered = False  # asyncio: the socket is in the loop's selector
         self._send_scope: anyio.CancelScope | None = None
         self._pending = b""  # bytes the socket did not take yet (the writer owns them)
         self._writing = False  # a writer task is running
@@ -115,11 +127,11 @@ class SocketDriver:
         if (
             core.state is State.CLOSED
             and not self._closed_dispatched
-            and self._recv_scope is not None
             and not self._interrupted
+            and self._waiting
         ):
             self._interrupted = True
-            self._recv_scope.cancel()
+            self._wake_reader()
 
     def abort(self) -> None:
         """Give up on flushing and on the peer: close the transport now."""
@@ -183,9 +195,12 @@ class SocketDriver:
         if when >= self._close_by:
             return
         self._close_by = when
-        for scope in (self._send_scope, self._recv_scope):
-            if scope is not None:
-                scope.deadline = when
+        if self._send_scope is not None:
+            self._send_scope.deadline = when
+        if self._recv_scope is not None:
+            self._recv_scope.deadline = when
+        elif self._waiting:
+            self._wake_reader()  # to wait again, under the deadline
 
     def _made_progress(self) -> None:
         if self._progress is not None:
@@ -209,8 +224,8 @@ class SocketDriver:
             except OSError:
                 pass
         self._stop_reading = True
-        if self._recv_scope is not None and self._closed_dispatched:
-            self._recv_scope.cancel()
+        if self._waiting and self._closed_dispatched:
+            self._wake_reader()
 
     async def _write_rest(self) -> None:
         """The socket was full: wait until it takes the rest, and what comes meanwhile."""
@@ -271,7 +286,76 @@ class SocketDriver:
                 self._timer = None
             self._armed = -math.inf  # never re-armed
             self._finished = True
+            self._unregister()
             self.sock.close()
+
+    def _wake_reader(self) -> None:
+        """End the reader's wait now (it then re-checks the state and the deadline)."""
+        if self._recv_scope is not None:
+            self._recv_scope.cancel()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _receive(self) -> bytes | None:
+        """The next bytes (b"" at EOF or on error), or None if woken or past the deadline."""
+        self._waiting = True
+        try:
+            if self._loop is not None:
+                return await self._receive_asyncio(self._loop)
+            with anyio.CancelScope(deadline=self._close_by) as scope:
+                self._recv_scope = scope
+                with contextlib.suppress(*_WAIT_ERRORS):
+                    await anyio.wait_readable(self.sock)
+            self._recv_scope = None
+            if scope.cancelled_caught:
+                return None
+            try:
+                return self.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None  # nothing after all: the caller waits again
+            except OSError:
+                return b""
+        finally:
+            self._waiting = False
+
+    async def _receive_asyncio(self, loop: asyncio.AbstractEventLoop) -> bytes | None:
+        """asyncio: the socket stays registered between waits and the loop's callback
+        reads it, as asyncio's own transports do (no selector change per message)."""
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        self._waiter = waiter
+        if not self._registered:
+            loop.add_reader(self.sock.fileno(), self._on_readable)
+            self._registered = True
+        try:
+            if self._close_by == math.inf:
+                return await waiter
+            with anyio.CancelScope(deadline=self._close_by) as scope:
+                self._recv_scope = scope
+                return await waiter
+            return None  # past the deadline
+        finally:
+            self._recv_scope = None
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            # Nobody is waiting (a handler is busy): stop watching, as a
+            # transport pauses reading, until the reader waits again.
+            self._unregister()
+            return
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        waiter.set_result(data)
+
+    def _unregister(self) -> None:
+        if self._registered and self._loop is not None:
+            self._registered = False
+            self._loop.remove_reader(self.sock.fileno())
 
     async def _read_loop(self) -> None:
         core = self.core
@@ -290,23 +374,8 @@ class SocketDriver:
                 self._closed_dispatched = True
                 if self._eof or self._stop_reading:
                     return
-            data = b""
-            if not ready:
-                if self._close_by <= anyio.current_time():
-                    ready = True  # deadline passed: treated as EOF below
-                else:
-                    with anyio.CancelScope(deadline=self._close_by) as scope:
-                        self._recv_scope = scope
-                        with contextlib.suppress(*_WAIT_ERRORS):
-                            await anyio.wait_readable(sock)
-                    self._recv_scope = None
-                    if not scope.cancelled_caught:
-                        ready = True
-                        continue
-                    if self._interrupted and not self._closed_dispatched:
-                        continue  # woken to dispatch the Closed event; keep reading after
-                    ready = True
-            else:
+            data: bytes | None
+            if ready:
                 try:
                     data = sock.recv(READ_SIZE)
                 except (BlockingIOError, InterruptedError):
@@ -314,11 +383,18 @@ class SocketDriver:
                     continue
                 except OSError:
                     data = b""
-                ready = len(data) == READ_SIZE
+            elif self._close_by != math.inf and self._close_by <= anyio.current_time():
+                data = b""  # the close deadline passed: give up on the peer
+            else:
+                data = await self._receive()
+                if data is None:
+                    continue  # woken (Closed to dispatch, deadline set) or nothing to read
+            ready = len(data) == READ_SIZE
             if data:
                 core.receive_data(data)
             else:
                 # EOF, a broken socket, or the close deadline passed.
                 self._eof = True
+                self._unregister()
                 core.receive_eof()
             self.notify()

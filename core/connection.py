@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections import deque
 from collections.abc import Callable
 from enum import Enum, auto
 from typing import ClassVar
@@ -152,7 +151,7 @@ class Connection:
         self._clock = clock
         self._random = random
         self._state = State.CONNECTING
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []
         self._out: list[bytes] = []
         self._out_size = 0  # every byte waiting in _out
         self._msg_size = 0  # the part of it made of messages (subject to the cap)
@@ -196,8 +195,10 @@ class Connection:
 
     def events_received(self) -> list[Event]:
         """Events since the last call, in order."""
-        events = list(self._events)
-        self._events.clear()
+        events = self._events
+        if not events:
+            return []
+        self._events = []
         return events
 
     def data_to_send(self) -> bytes:
@@ -411,8 +412,8 @@ class Connection:
             self._finish(Closed(code=code, reason=reason, initiator=Side.LOCAL))
 
     def _open(self, trailing: bytes, extensions: tuple[str, ...]) -> None:
-        guard = InboundGuard(self.limits.max_message_size, self._deflate, client=self.is_client)
-        self._proto = _FrameProtocol(self.is_client, [guard])
+        # wsproto's parser is created by the first frame the fast path cannot
+        # take (``_frame_protocol``): most connections never need one.
         self._transition(State.OPEN)
         self._handshake_deadline = None
         if self.limits.ping_interval is not None:
@@ -521,20 +522,28 @@ class Connection:
                 self._events.append(BinaryMessage(data=b"".join(frame.parts)))  # type: ignore[arg-type]
         return len(take)
 
-    def _receive_frames(self, data: bytes) -> None:
+    def _frame_protocol(self) -> _FrameProtocol:
+        """wsproto's parser, with our guard (size limit, bounded inflation)."""
         proto = self._proto
-        assert proto is not None
+        if proto is None:
+            guard = InboundGuard(self.limits.max_message_size, self._deflate, client=self.is_client)
+            proto = self._proto = _FrameProtocol(self.is_client, [guard])
+        return proto
+
+    def _receive_frames(self, data: bytes) -> None:
         if self._partial is not None:
             used = self._feed_partial(data)
             if self._partial is not None or used == len(data) or self._state is State.CLOSED:
                 return
             data = data[used:]
-        if proto.idle():
+        proto = self._proto
+        if proto is None or proto.idle():
             consumed = self._fast_messages(data)
             if consumed == len(data):
                 return
             if consumed:
                 data = data[consumed:]
+        proto = self._frame_protocol()
         proto.receive_bytes(data)
         try:
             for frame in proto.received_frames():

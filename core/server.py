@@ -71,8 +71,12 @@ class ServerConnection(Connection):
         self.principal: object = None
         self.request: HandshakeRequest | None = None
         limits = self.limits
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
-        self._head = HeadScanner(
+        # Both are dropped once the connection opens: an idle connection keeps
+        # neither the HTTP parser nor the head scanner.
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=limits.max_head_size
+        )
+        self._head: HeadScanner | None = HeadScanner(
             max_request_line=limits.max_request_line,
             max_header_size=limits.max_header_size,
             max_header_count=limits.max_header_count,
@@ -95,13 +99,16 @@ class ServerConnection(Connection):
         # The head limits are checked first, byte by byte; h11 then parses only
         # the bytes before a breaking one, so an error it finds there wins, as it
         # would have had the bytes come one at a time.
+        parser = self._h11
+        assert parser is not None
+        assert self._head is not None
         allowed, violation = self._head.feed(data)
         if violation is not None:
             data = data[:allowed]
         if data:  # h11 reads b"" as end of stream
-            self._h11.receive_data(data)
+            parser.receive_data(data)
         try:
-            event = self._h11.next_event()
+            event = parser.next_event()
         except h11.RemoteProtocolError:
             # A fixed text: echoing h11's message would reflect the client's
             # bytes and vary with how they were split.
@@ -147,6 +154,7 @@ class ServerConnection(Connection):
             return
         self.request, self._key = parsed
         self._pending = _Pending.UPGRADE
+        assert self._h11 is not None
         self._early += self._h11.trailing_data[0]
         self._events.append(self.request)
         self._check_early()
@@ -196,6 +204,7 @@ class ServerConnection(Connection):
         self._queue_raw(response)
         early = bytes(self._early)
         self._early.clear()
+        self._h11 = self._head = None
         self._open(early, extensions)
 
     def reject(self, status: int, reason: str = "", *, headers: Headers = ()) -> None:
