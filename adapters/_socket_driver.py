@@ -385,6 +385,21 @@ class SocketDriver:
                     data = b""
             elif self._close_by != math.inf and self._close_by <= anyio.current_time():
                 data = b""  # the close deadline passed: give up on the peer
+            elif self._loop is not None and self._close_by == math.inf:
+                # The common wait, inline: an idle connection holds one frame less.
+                waiter: asyncio.Future[bytes | None] = self._loop.create_future()
+                self._waiter = waiter
+                if not self._registered:
+                    self._loop.add_reader(sock.fileno(), self._on_readable)
+                    self._registered = True
+                self._waiting = True
+                try:
+                    data = await waiter
+                finally:
+                    self._waiting = False
+                    self._waiter = None
+                if data is None:
+                    continue  # woken: a Closed event to dispatch, or the deadline set
             else:
                 data = await self._receive()
                 if data is None:

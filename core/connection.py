@@ -146,6 +146,38 @@ class Connection:
 
     is_client: ClassVar[bool] = False
 
+    # Slots keep an idle connection small (a 30-attribute instance dict is
+    # ~1.3 KB); "__dict__" still lets subclasses and tests add attributes.
+    __slots__ = (
+        "__dict__",
+        "_clock",
+        "_close_deadline",
+        "_close_transport",
+        "_deflate",
+        "_eof",
+        "_events",
+        "_handshake_deadline",
+        "_last_receive",
+        "_msg_size",
+        "_next_ping",
+        "_out",
+        "_out_size",
+        "_partial",
+        "_parts",
+        "_ping_bucket",
+        "_ping_payload",
+        "_pong_deadline",
+        "_proto",
+        "_random",
+        "_raw_idx",
+        "_run",
+        "_state",
+        "bytes_queued",
+        "bytes_received",
+        "limits",
+        "subprotocol",
+    )
+
     def __init__(self, *, limits: Limits, clock: Clock, random: RandomSource = os.urandom) -> None:
         self.limits = limits
         self._clock = clock

@@ -68,4 +68,6 @@ def normalize_hosts(hosts: Iterable[str]) -> frozenset[str]:
         if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
             raise ValueError(f"not a host[:port] value: {host!r}")
         out.add(host.strip().lower())
+    if isinstance(hosts, frozenset) and hosts == out:
+        return hosts  # already normalized: shared, not copied per connection
     return frozenset(out)

@@ -56,6 +56,19 @@ class ServerConnection(Connection):
 
     is_client = False
 
+    __slots__ = (
+        "_early",
+        "_h11",
+        "_head",
+        "_head_only",
+        "_key",
+        "_pending",
+        "allowed_hosts",
+        "compression",
+        "principal",
+        "request",
+    )
+
     def __init__(
         self,
         *,

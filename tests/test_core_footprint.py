@@ -1,0 +1,48 @@
+"""What an open, idle server connection keeps: nothing it no longer needs.
+
+Idle memory per connection is a performance target (issue 5): these guard the
+savings that are easy to undo by accident (an attribute outside ``__slots__``,
+a handshake parser kept alive, an allow-list copied per connection).
+"""
+
+from __future__ import annotations
+
+from helpers import FakeClock, client_frame, open_server
+
+from wshub.core import ServerConnection, TextMessage
+from wshub.core.hosts import loopback_hosts, normalize_hosts
+
+
+def test_an_open_connection_drops_its_handshake_parsers() -> None:
+    server = open_server()
+    assert server._h11 is None
+    assert server._head is None
+
+
+def test_every_attribute_of_a_server_connection_lives_in_a_slot() -> None:
+    server = open_server()
+    server.receive_data(client_frame(0x1, b"hello"))
+    assert server.events_received() == [TextMessage(data="hello")]
+    server.send_text("hi")
+    assert vars(server) == {}  # no instance dict was needed
+
+
+def test_wsproto_parser_only_when_the_fast_path_needs_it() -> None:
+    server = open_server()
+    server.receive_data(client_frame(0x1, b"a") + client_frame(0x2, b"b"))
+    assert server._proto is None
+    server.receive_data(client_frame(0x1, b"frag", fin=False))  # fragments: wsproto's job
+    assert server._proto is not None
+
+
+def test_a_normalized_allow_list_is_shared_not_copied() -> None:
+    hosts = loopback_hosts(8765)
+    assert normalize_hosts(hosts) is hosts
+    connections = [ServerConnection(clock=FakeClock(), allowed_hosts=hosts) for _ in range(3)]
+    assert all(c.allowed_hosts is hosts for c in connections)
+
+
+def test_an_allow_list_that_needs_normalizing_is_still_normalized() -> None:
+    raw = frozenset({" LocalHost:80 "})
+    assert normalize_hosts(raw) == {"localhost:80"}
+    assert normalize_hosts(raw) is not raw
