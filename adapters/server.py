@@ -12,10 +12,11 @@ handshakes, and only then cancels what remains.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl as _ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,10 +41,24 @@ _SHUTDOWN_REASON = "server shutting down"
 
 @dataclass(eq=False, slots=True)
 class _Slot:
-    """A connection task: its cancel scope and, after TLS, its session."""
+    """A connection: how to cancel its task and, once created, its session.
 
-    scope: anyio.CancelScope
+    On asyncio the connection is a plain asyncio task (``task``): anyio's task
+    group bookkeeping costs ~2 KB per task, which is most of an idle
+    connection. Such a task is not a child of ``serve``'s cancel scope, so it
+    needs no shield. On trio it is a task of the server's nursery, shielded by
+    its own ``scope``.
+    """
+
+    scope: anyio.CancelScope | None = None
+    task: asyncio.Task[None] | None = None
     session: ServerSession | None = field(default=None)
+
+    def cancel(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+        elif self.task is not None:
+            self.task.cancel()
 
 
 class WebSocketServer:
@@ -126,8 +141,7 @@ class WebSocketServer:
                                     accepting.start_soon(
                                         self._accept_loop,
                                         listener.extra(SocketAttribute.raw_socket),
-                                        connections,
-                                        scheduler,
+                                        self._starter(connections, scheduler),
                                     )
                                 logger.info("listening on %s", self.url)
                                 task_status.started(self)
@@ -142,8 +156,29 @@ class WebSocketServer:
         finally:
             logger.info("stopped serving %s", self.url)
 
+    def _starter(
+        self, connections: TaskGroup, scheduler: Scheduler
+    ) -> Callable[[socket.socket], None]:
+        """How an accepted socket becomes a running connection on this event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+
+        def start(sock: socket.socket) -> None:
+            slot = _Slot()
+            self._slots.add(slot)  # now: a shutdown from here on waits for it
+            if loop is None:
+                connections.start_soon(self._shielded_connection, sock, slot, scheduler)
+            else:
+                slot.task = loop.create_task(self._connection(sock, slot, scheduler))
+                # Also when cancelled before it ever ran (no finally of its own then).
+                slot.task.add_done_callback(lambda _task: self._forget(slot, sock))
+
+        return start
+
     async def _accept_loop(
-        self, listening: socket.socket, connections: TaskGroup, scheduler: Scheduler
+        self, listening: socket.socket, start: Callable[[socket.socket], None]
     ) -> None:
         """Accept every pending connection per wake-up (the listening socket is non-blocking)."""
         burst = 0
@@ -166,57 +201,65 @@ class WebSocketServer:
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connections.start_soon(self._connection, sock, scheduler)
+            start(sock)
             burst += 1
             if burst >= _ACCEPT_BURST:  # let the accepted ones run
                 burst = 0
                 await anyio.lowlevel.checkpoint()
 
-    async def _connection(self, sock: socket.socket, scheduler: Scheduler) -> None:
+    async def _shielded_connection(
+        self, sock: socket.socket, slot: _Slot, scheduler: Scheduler
+    ) -> None:
         with anyio.CancelScope(shield=True) as scope:
-            slot = _Slot(scope)
-            self._slots.add(slot)
-            stream: ByteStream | None = None
-            remote = _remote(sock)
-            try:
-                transport: ByteStream | socket.socket = sock
-                if self.ssl is not None:
-                    try:
-                        with anyio.fail_after(self.limits.handshake_timeout):
-                            stream = await SocketStream.from_socket(sock)
-                            stream = await TLSStream.wrap(
-                                stream,
-                                server_side=True,
-                                ssl_context=self.ssl,
-                                standard_compatible=False,
-                            )
-                    except (TimeoutError, anyio.BrokenResourceError, OSError) as exc:
-                        logger.info("TLS handshake with %s failed: %r", remote, exc)
-                        return
-                    transport = stream
-                core = ServerConnection(
-                    limits=self.limits,
-                    compression=self.compression,
-                    clock=anyio.current_time,
-                    allowed_hosts=self.allowed_hosts,
-                )
-                session = ServerSession(
-                    core, transport, self.handler, remote=remote, scheduler=scheduler
-                )
-                slot.session = session
-                if self._stopping:
-                    session._shutdown(1001, _SHUTDOWN_REASON)
-                await session._run()
-            except Exception:
-                logger.exception("connection from %s crashed", remote)
-            finally:
-                self._slots.discard(slot)
-                if stream is not None:
+            slot.scope = scope
+            await self._connection(sock, slot, scheduler)
+
+    async def _connection(self, sock: socket.socket, slot: _Slot, scheduler: Scheduler) -> None:
+        stream: ByteStream | None = None
+        remote = _remote(sock)
+        try:
+            transport: ByteStream | socket.socket = sock
+            if self.ssl is not None:
+                try:
+                    with anyio.fail_after(self.limits.handshake_timeout):
+                        stream = await SocketStream.from_socket(sock)
+                        stream = await TLSStream.wrap(
+                            stream,
+                            server_side=True,
+                            ssl_context=self.ssl,
+                            standard_compatible=False,
+                        )
+                except (TimeoutError, anyio.BrokenResourceError, OSError) as exc:
+                    logger.info("TLS handshake with %s failed: %r", remote, exc)
+                    return
+                transport = stream
+            core = ServerConnection(
+                limits=self.limits,
+                compression=self.compression,
+                clock=anyio.current_time,
+                allowed_hosts=self.allowed_hosts,
+            )
+            session = ServerSession(
+                core, transport, self.handler, remote=remote, scheduler=scheduler
+            )
+            slot.session = session
+            if self._stopping:
+                session._shutdown(1001, _SHUTDOWN_REASON)
+            await session._run()
+        except Exception:
+            logger.exception("connection from %s crashed", remote)
+        finally:
+            if stream is not None:
+                with anyio.CancelScope(shield=True):
                     await anyio.aclose_forcefully(stream)
-                else:
-                    sock.close()
-                if not self._slots and self._idle is not None:
-                    self._idle.set()
+            self._forget(slot, sock)
+
+    def _forget(self, slot: _Slot, sock: socket.socket) -> None:
+        """The connection is over (idempotent)."""
+        sock.close()
+        self._slots.discard(slot)
+        if not self._slots and self._idle is not None:
+            self._idle.set()
 
     async def _drain(self) -> None:
         """Close every connection (1001 / 503), wait, then cancel what remains."""
@@ -224,15 +267,17 @@ class WebSocketServer:
         self._idle = anyio.Event()
         for slot in list(self._slots):
             if slot.session is None:
-                slot.scope.cancel()  # still in the TLS handshake
+                slot.cancel()  # not started yet, or still in the TLS handshake
             else:
                 slot.session._shutdown(1001, _SHUTDOWN_REASON)
         if self._slots:
             with anyio.move_on_after(self.shutdown_timeout):
                 await self._idle.wait()
-        for slot in list(self._slots):
-            logger.warning("connection %s did not close in time; aborting", slot.session)
-            slot.scope.cancel()
+        if self._slots:
+            for slot in list(self._slots):
+                logger.warning("connection %s did not close in time; aborting", slot.session)
+                slot.cancel()
+            await self._idle.wait()
 
 
 def _remote(sock: socket.socket) -> tuple[str, int] | None:

@@ -14,8 +14,9 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import RawClient
 
-from wshub.adapters import EchoHandler, ServerSession
+from wshub.adapters import EchoHandler, ServerSession, WebSocketServer
 from wshub.adapters._scheduler import Scheduler
 from wshub.adapters._socket_driver import SocketDriver
 from wshub.core import Closed, Limits, Side
@@ -192,3 +193,33 @@ async def test_scheduler_flushes_each_marked_driver_once_the_task_yields() -> No
         await anyio.sleep(0.01)
         assert (a.flushes, b.flushes) == (1, 1)
         tg.cancel_scope.cancel()
+
+
+async def test_shutdown_cancels_a_connection_stuck_in_its_handler() -> None:
+    """Past ``shutdown_timeout`` a connection whose handler never returns is cancelled
+    (on asyncio it is a plain task, not in a task group: serve must still wait for it)."""
+    stuck = anyio.Event()
+    finished: list[str] = []
+
+    class Stuck(EchoHandler):
+        async def on_message(self, session: ServerSession, message: str | bytes) -> None:
+            stuck.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                finished.append(session.id)
+
+    server = WebSocketServer(Stuck(AccessPolicy(require_auth=False)), shutdown_timeout=0.2)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            async with RawClient.open(server.port) as raw:
+                await raw.handshake()
+                await raw.send_frame(0x1, b"hang")
+                await stuck.wait()
+                server.shutdown()
+                code, _reason, _before = await raw.recv_close()
+                assert code == 1001  # asked to close first
+        # serve returned: the stuck task was cancelled and waited for
+    assert len(finished) == 1
+    assert not server._slots
