@@ -158,6 +158,12 @@ class SocketDriver:
         self._armed = math.inf
         self.core.handle_timer()
         self.notify()
+        if self._close_by != math.inf:
+            if self._close_by <= anyio.current_time():
+                if self._waiting:
+                    self._wake_reader()
+            elif self._close_by < self._armed:
+                self._arm(self._close_by)
 
     def flush(self) -> None:
         """Write what the core queued; start the writer if the socket is full."""
@@ -195,12 +201,14 @@ class SocketDriver:
         if when >= self._close_by:
             return
         self._close_by = when
+        if when < self._armed:
+            self._arm(when)  # on_timer then wakes the reader, which gives up on the peer
         if self._send_scope is not None:
             self._send_scope.deadline = when
         if self._recv_scope is not None:
             self._recv_scope.deadline = when
-        elif self._waiting:
-            self._wake_reader()  # to wait again, under the deadline
+        elif self._waiting and when <= anyio.current_time():
+            self._wake_reader()
 
     def _made_progress(self) -> None:
         if self._progress is not None:
@@ -297,11 +305,9 @@ class SocketDriver:
             self._waiter.set_result(None)
 
     async def _receive(self) -> bytes | None:
-        """The next bytes (b"" at EOF or on error), or None if woken or past the deadline."""
+        """Trio: the next bytes (b"" at EOF or on error), or None if woken or past the deadline."""
         self._waiting = True
         try:
-            if self._loop is not None:
-                return await self._receive_asyncio(self._loop)
             with anyio.CancelScope(deadline=self._close_by) as scope:
                 self._recv_scope = scope
                 with contextlib.suppress(*_WAIT_ERRORS):
@@ -316,26 +322,8 @@ class SocketDriver:
             except OSError:
                 return b""
         finally:
-            self._waiting = False
-
-    async def _receive_asyncio(self, loop: asyncio.AbstractEventLoop) -> bytes | None:
-        """asyncio: the socket stays registered between waits and the loop's callback
-        reads it, as asyncio's own transports do (no selector change per message)."""
-        waiter: asyncio.Future[bytes | None] = loop.create_future()
-        self._waiter = waiter
-        if not self._registered:
-            loop.add_reader(self.sock.fileno(), self._on_readable)
-            self._registered = True
-        try:
-            if self._close_by == math.inf:
-                return await waiter
-            with anyio.CancelScope(deadline=self._close_by) as scope:
-                self._recv_scope = scope
-                return await waiter
-            return None  # past the deadline
-        finally:
             self._recv_scope = None
-            self._waiter = None
+            self._waiting = False
 
     def _on_readable(self) -> None:
         waiter = self._waiter
@@ -385,8 +373,10 @@ class SocketDriver:
                     data = b""
             elif self._close_by != math.inf and self._close_by <= anyio.current_time():
                 data = b""  # the close deadline passed: give up on the peer
-            elif self._loop is not None and self._close_by == math.inf:
-                # The common wait, inline: an idle connection holds one frame less.
+            elif self._loop is not None:
+                # asyncio: the socket stays registered between waits and the loop's
+                # callback reads it, as asyncio's own transports do (no selector
+                # change per message); the close deadline is a scheduler timer.
                 waiter: asyncio.Future[bytes | None] = self._loop.create_future()
                 self._waiter = waiter
                 if not self._registered:

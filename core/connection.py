@@ -461,7 +461,8 @@ class Connection:
         microseconds here instead of wsproto's general parser, and a large
         frame is collected here across reads and unmasked once. Anything else
         (control frames, fragments, RSV bits, non-minimal lengths, oversized
-        frames, invalid UTF-8 in a whole frame) stops the fast path, and the
+        frames, invalid UTF-8 in a whole frame) stops the fast path (a whole,
+        valid close frame is handled here too, see ``_fast_close``), and the
         rest of the input goes to wsproto, which reports errors as usual; the
         events are the same either way, for any split of the input
         (``test_core_fastpath``). Returns how many bytes were consumed.
@@ -473,6 +474,8 @@ class Connection:
         events = self._events
         while end - pos >= 2:
             first = data[pos]
+            if first == 0x88:  # FIN, no RSV, close
+                return self._fast_close(data, pos)
             if first not in (0x81, 0x82):  # FIN, no RSV, text or binary
                 break
             second = data[pos + 1]
@@ -521,6 +524,42 @@ class Connection:
                 events.append(BinaryMessage(data=payload))
             pos = stop
         return pos
+
+    def _fast_close(self, data: bytes, pos: int) -> int:
+        """A whole, valid close frame at ``pos``: handle it (the connection is then
+        closed, so the rest of ``data`` is ignored, as after wsproto's close).
+
+        Anything else about it (incomplete, too long, a 1-byte payload, a code
+        a peer may not send, a reason that is not UTF-8) is left to wsproto and
+        ``_FrameProtocol._process_close``: returns ``pos`` then.
+        """
+        end = len(data)
+        second = data[pos + 1]
+        if bool(second & 0x80) is self.is_client:  # RFC 6455 §5.1
+            return pos
+        length = second & 0x7F
+        if length > 125 or length == 1:  # §5.5: control payloads are at most 125 bytes
+            return pos
+        start = pos + 2
+        if not self.is_client:
+            start += 4
+        if end - start < length:
+            return pos
+        payload = data[start : start + length]
+        if not self.is_client:
+            payload = mask_payload(data[start - 4 : start], payload)
+        if not payload:
+            code, reason = 1005, ""  # no status code received (§7.1.5)
+        else:
+            code = int.from_bytes(payload[:2], "big")
+            if not _receivable_code(code):
+                return pos
+            try:
+                reason = payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                return pos
+        self._on_close_frame(code, reason)
+        return end
 
     def _feed_partial(self, chunk: bytes) -> int:
         """Add payload bytes to the frame being collected; return how many were used.
