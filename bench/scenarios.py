@@ -239,12 +239,17 @@ def ignore(_client: Client, _data: bytes) -> None:
 
 class Server:
     def __init__(self, name: str, mode: str, profile: str | None = None) -> None:
+        # "wshub@DIR" runs the wshub server from another checkout (before/after runs).
+        name, _, cwd = name.partition("@")
         cmd = [sys.executable, "-c", SERVERS[name], mode, TOKEN]
         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
         if profile:  # py-spy starts the server: attaching is not allowed here
             cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", profile, "--", *cmd]
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *cmd], stdout=subprocess.PIPE, text=True
+            ["taskset", "-c", SERVER_CPU, *cmd],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=cwd or None,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -459,11 +464,13 @@ def main() -> None:
         for key in results[args.servers[0]][0]:
             row = {name: statistics.median(x[key] for x in rs) for name, rs in results.items()}
             text = "  ".join(f"{name}={value:,.2f}" for name, value in row.items())
-            if len(row) == 2 and "wshub" in row and row["wshub"]:
-                ratio = row["websockets"] / row["wshub"]
+            for name, value in row.items():
+                if name == "websockets" or "websockets" not in row or not value:
+                    continue
+                ratio = row["websockets"] / value
                 if key in {"rate", "held"}:
                     ratio = 1 / ratio if ratio else 0.0
-                text += f"  ratio(better>1)={ratio:.2f}"
+                text += f"  {name}:ratio(better>1)={ratio:.2f}"
             print(f"{key:14s} {text}", flush=True)
 
 
