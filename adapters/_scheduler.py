@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 import anyio
 
 __all__ = ["Scheduled", "Scheduler"]
+
+logger = logging.getLogger("wshub.server")
 
 _COMPACT_AT = 1024  # dead heap entries tolerated before the heap is rebuilt
 
@@ -30,6 +33,8 @@ class Scheduled(Protocol):
     def on_timer(self) -> None: ...
 
     def flush(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 # A heap entry: [deadline, tie-breaker, driver or None once cancelled].
@@ -120,4 +125,8 @@ class Scheduler:
         dirty = self._dirty
         self._dirty = []
         for driver in dirty:
-            driver.flush()
+            try:
+                driver.flush()
+            except Exception:  # a bug: lose that connection, not the others' flushes
+                logger.exception("flushing %r failed; aborting it", driver)
+                driver.abort()

@@ -150,6 +150,11 @@ class _Probe:
 
     def flush(self) -> None:
         self.flushes += 1
+        if self.name == "broken":
+            raise RuntimeError("a bug in a flush")
+
+    def abort(self) -> None:
+        self.log.append(f"aborted {self.name}")
 
 
 async def test_scheduler_fires_due_timers_in_deadline_order_and_skips_cancelled() -> None:
@@ -223,3 +228,19 @@ async def test_shutdown_cancels_a_connection_stuck_in_its_handler() -> None:
         # serve returned: the stuck task was cancelled and waited for
     assert len(finished) == 1
     assert not server._slots
+
+
+async def test_a_failing_flush_aborts_its_driver_and_spares_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[str] = []
+    async with anyio.create_task_group() as tg:
+        scheduler = Scheduler(tg.start_soon)
+        broken, fine = _Probe("broken", log), _Probe("fine", log)
+        scheduler.flush_soon(broken)
+        scheduler.flush_soon(fine)
+        await anyio.sleep(0.01)
+        assert (broken.flushes, fine.flushes) == (1, 1)
+        assert log == ["aborted broken"]
+        tg.cancel_scope.cancel()
+    assert "flushing" in caplog.text
