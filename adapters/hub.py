@@ -58,6 +58,7 @@ from ..core.hub_events import (
 )
 from ..core.hub_stats import prometheus_text
 from ..core.ratelimit import KeyedLimiter
+from ..core.redact import redact_query
 from ..core.registry import ConnectionInfo, remote_host
 from ..core.topics import TopicPolicy
 from .handler import Accept, Handler, HttpResponse
@@ -323,12 +324,25 @@ class HubHandler(Handler, HubOperations):
         if principal is _AWAITING_AUTH:
             self.hub.add_unauthenticated(conn_id, session.core, remote=session.remote)
             self._commands.rearm()
-            log_conn(logging.INFO, conn_id, "open, awaiting auth: from %s", session.remote)
+            log_conn(
+                logging.INFO,
+                conn_id,
+                "open, awaiting auth: from %s at %s",
+                session.remote,
+                _target(session),
+            )
             return
         assert isinstance(principal, Principal)
         info = self.hub.add(conn_id, session.core, principal=principal, remote=session.remote)
         self._commands.rearm()
-        log_conn(logging.INFO, conn_id, "open: principal %s from %s", principal.id, session.remote)
+        log_conn(
+            logging.INFO,
+            conn_id,
+            "open: principal %s from %s at %s",
+            principal.id,
+            session.remote,
+            _target(session),
+        )
         if self.on_connect is not None:
             await self._call_listener(conn_id, "on_connect", self.on_connect, info)
 
@@ -460,6 +474,15 @@ class HubHandler(Handler, HubOperations):
             return
         log_conn(logging.INFO, session.id, "dropping the transport of a slow consumer")
         session.abort()
+
+
+def _target(session: ServerSession) -> str:
+    """The request's path and query, credentials redacted, for log lines."""
+    request = session.request
+    if request is None:
+        return "?"
+    query = redact_query(request.query)
+    return f"{request.path}?{query}" if query else request.path
 
 
 def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
