@@ -182,6 +182,8 @@ class HubHandler(Handler, HubOperations):
         )
         self._sessions: dict[str, ServerSession] = {}
         cfg = self.hub.config
+        if cfg.max_connections is None:
+            cfg = self.hub.config = replace(cfg, max_connections=descriptor_budget())
         self._auth_failures: KeyedLimiter | None = None
         if cfg.auth_failure_rate is not None:
             self._auth_failures = KeyedLimiter(cfg.auth_failure_rate, cfg.auth_failure_burst)
@@ -474,6 +476,22 @@ class HubHandler(Handler, HubOperations):
             return
         log_conn(logging.INFO, session.id, "dropping the transport of a slow consumer")
         session.abort()
+
+
+def descriptor_budget() -> int:
+    """Connections this process can hold while keeping descriptors to answer 503.
+
+    The soft ``RLIMIT_NOFILE`` minus headroom for listeners, logs, threads
+    and the refusals themselves; 10 000 where the limit cannot be read.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 10_000
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(1, soft - 64 - soft // 50)
 
 
 def _target(session: ServerSession) -> str:

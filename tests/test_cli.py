@@ -237,3 +237,33 @@ async def test_serve_auth_message_and_close_refusals_with_a_browser_like_client(
                 4401,
                 "invalid bearer token",
             )
+
+
+async def test_serve_lets_many_clients_share_its_token() -> None:
+    """The CLI's token is a shared secret, not a user: no per-principal bound,
+    and loopback clients are not bounded per address (only the total is)."""
+    async with serving("--token", "shared") as served:
+        headers = {"Authorization": "Bearer shared"}
+        clients = []
+        try:
+            for _ in range(250):  # past the library's 100 per principal and 200 per host
+                ws = await ws_connect(served.url, additional_headers=headers)
+                clients.append(ws)
+                assert (await recv(ws))["message_type"] == "welcome"
+        finally:
+            for ws in clients:
+                await ws.close()
+
+
+def test_serve_raises_its_descriptor_limit() -> None:
+    import resource
+
+    from wshub.cli import raise_descriptor_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        assert raise_descriptor_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
