@@ -102,6 +102,9 @@ class Server:
                 p for p in (str(wshub_src), env.get("PYTHONPATH", "")) if p
             )
         self.env = env
+        # ``python -m`` puts the working directory first on sys.path: run wshub
+        # from its source tree so that tree is what gets measured.
+        self.cwd = str(wshub_src) if name == "wshub" else None
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
             prefix=f"bench-{name}-", suffix=".log", delete=False
         )
@@ -134,6 +137,7 @@ class Server:
             stderr=self.log,
             text=True,
             env=self.env,
+            cwd=self.cwd,
             preexec_fn=raise_nofile,  # noqa: PLW1509 (no threads in this process)
         )
         assert self.process.stdout is not None
@@ -163,6 +167,11 @@ class Server:
             raise BenchError(f"no VmRSS for {self.name} (pid {self.pid})")
         return int(match.group(1))
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 15) -> str:
         self.log.flush()
         text = Path(self.log.name).read_text(errors="replace").splitlines()
@@ -182,6 +191,18 @@ class Server:
         if not self.log.closed:
             self.log.close()
             Path(self.log.name).unlink(missing_ok=True)
+
+
+def wshub_location(wshub_src: Path) -> str:
+    """Where the measured wshub is imported from (run the way its server runs)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import wshub; print(wshub.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=wshub_src,
+        check=False,
+    )
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
 
 
 def loadgen_command(

@@ -77,8 +77,14 @@ def summarize(records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
                 "median_ratio": median(ratios),
                 "problems": sorted({p for r in mine for p in r.problems}),
             }
-            for key in ("p50_us", "p99_us"):
-                found = [float(r.details[key]) for r in mine if key in r.details]
+            refused: dict[str, int] = {}
+            for r in mine:
+                for key, count in r.details.get("refused", {}).items():
+                    refused[key] = max(refused.get(key, 0), count)
+            if refused:
+                entry["refused"] = refused
+            for key in ("p50_us", "p99_us", "server_cpu", "loadgen_cpu"):
+                found = [float(r.details[key]) for r in mine if r.details.get(key) is not None]
                 if found:
                     entry[key] = median(found)
             out[scenario][server] = entry
@@ -102,18 +108,24 @@ def ratio_text(value: float) -> str:
 def detail_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
         "| scenario | server | median | p50 / p99 (us) | ratio to websockets (median) "
-        "| ratios per round | problems |",
-        "|---|---|---|---|---|---|---|",
+        "| ratios per round | CPU server / loadgen | problems, refusals |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for scenario, servers in summary.items():
         unit = SCENARIOS[scenario].unit
         for server, e in servers.items():
             lat = f"{e['p50_us']:.0f} / {e['p99_us']:.0f}" if "p50_us" in e else ""
             per_round = " ".join(f"{r:.2f}" for r in e["ratios"])
-            problems = "; ".join(e["problems"])
+            cpu = ""
+            if "server_cpu" in e and "loadgen_cpu" in e:
+                cpu = f"{e['server_cpu']:.2f} / {e['loadgen_cpu']:.2f}"
+            notes = [*e["problems"]]
+            if "refused" in e:
+                notes.append("refused: " + ", ".join(f"{k}={v}" for k, v in e["refused"].items()))
+            problems = "; ".join(notes)
             lines.append(
                 f"| {scenario} | {server} | {human(e['median'], unit)} | {lat} "
-                f"| {ratio_text(e['median_ratio'])} | {per_round} | {problems} |"
+                f"| {ratio_text(e['median_ratio'])} | {per_round} | {cpu} | {problems} |"
             )
     return "\n".join(lines)
 

@@ -28,7 +28,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.build import build_loadgen
-from benchmarks.procs import SERVERS, BenchError, Pinning, Server, nofile_hard_limit
+from benchmarks.procs import (
+    SERVERS,
+    BenchError,
+    Pinning,
+    Server,
+    nofile_hard_limit,
+    wshub_location,
+)
 from benchmarks.report import Record, detail_table, jsonable, machine, ratio_table, summarize
 from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Context, Settings, clients_for
 
@@ -98,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     info = machine(args.wshub_src.resolve())
     info["nofile_hard_limit"] = nofile_hard_limit()
+    info["wshub_module"] = wshub_location(args.wshub_src.resolve())
     print(
         f"# {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
         f"Python {info['python']}, websockets {info['websockets']}, "
-        f"wshub {info['wshub_commit']}, RLIMIT_NOFILE hard {info['nofile_hard_limit']}",
+        f"wshub {info['wshub_commit']} ({info['wshub_module']}), "
+        f"RLIMIT_NOFILE hard {info['nofile_hard_limit']}",
         flush=True,
     )
     started = time.monotonic()

@@ -58,8 +58,8 @@ FULL = Settings(
 )
 
 QUICK = Settings(
-    warmup=0.2,
-    duration=0.6,
+    warmup=0.1,
+    duration=0.4,
     echo_conns=10,
     echo_inflight=1,
     echo_size=64,
@@ -67,7 +67,7 @@ QUICK = Settings(
     fanout_window=4,
     fanout_size=64,
     idle_conns=200,
-    idle_settle=0.2,
+    idle_settle=0.1,
     handshake_concurrency=10,
     connections_target=500,
 )
@@ -139,6 +139,7 @@ def latency(result: dict[str, Any]) -> dict[str, Any]:
         "p50_us": result["p50_us"],
         "p99_us": result["p99_us"],
         "loadgen_cpu": result.get("loadgen_cpu"),
+        "server_cpu": result.get("server_cpu"),
     }
 
 
@@ -146,9 +147,23 @@ def budget(s: Settings, ramp: float = 30.0) -> float:
     return ramp + s.warmup + s.duration + 30.0
 
 
+def timed_run(ctx: Context, command: list[str]) -> dict[str, Any]:
+    """Run the generator; add how busy the server's core was over the whole run.
+
+    A server well below 1.0 was starved (another process on its core) or
+    waited on the generator: either way that figure is suspect.
+    """
+    cpu, wall = ctx.server.cpu_seconds(), time.monotonic()
+    result = run_loadgen(command, budget(ctx.settings))
+    wall = time.monotonic() - wall
+    result["server_cpu"] = round((ctx.server.cpu_seconds() - cpu) / wall, 3) if wall else None
+    return result
+
+
 def run_echo(ctx: Context) -> Measurement:
     s = ctx.settings
-    result = run_loadgen(
+    result = timed_run(
+        ctx,
         ctx.command(
             "echo",
             conns=s.echo_conns,
@@ -158,7 +173,6 @@ def run_echo(ctx: Context) -> Measurement:
             duration=s.duration,
             concurrency=s.ramp_concurrency,
         ),
-        budget(s),
     )
     problems = connection_problems(result, s.echo_conns)
     if result["round_trips"] == 0:
@@ -168,7 +182,8 @@ def run_echo(ctx: Context) -> Measurement:
 
 def run_fanout(ctx: Context) -> Measurement:
     s = ctx.settings
-    result = run_loadgen(
+    result = timed_run(
+        ctx,
         ctx.command(
             "fanout",
             conns=s.fanout_subscribers,
@@ -180,7 +195,6 @@ def run_fanout(ctx: Context) -> Measurement:
             hub=True,
             subprotocol=True,
         ),
-        budget(s),
     )
     problems = connection_problems(result, s.fanout_subscribers + 1)
     if result["subscribers"] < s.fanout_subscribers:
@@ -223,7 +237,7 @@ def run_idle(ctx: Context) -> Measurement:
         warm.finish()
     finally:
         warm.kill()
-    time.sleep(0.5)
+    time.sleep(min(0.5, s.idle_settle))
     before = ctx.server.rss_kib()
     session = hold(ctx, s.idle_conns, timeout=5)
     try:
@@ -249,7 +263,8 @@ def run_idle(ctx: Context) -> Measurement:
 
 def run_handshakes(ctx: Context) -> Measurement:
     s = ctx.settings
-    result = run_loadgen(
+    result = timed_run(
+        ctx,
         ctx.command(
             "handshakes",
             conns=s.handshake_concurrency,
@@ -258,7 +273,6 @@ def run_handshakes(ctx: Context) -> Measurement:
             subprotocol=True,
             timeout=5,
         ),
-        budget(s),
     )
     problems = connection_problems(result, 0)
     if result["handshakes"] == 0:
