@@ -1,13 +1,15 @@
 """Run the benchmark suite: wshub, websockets and the floor, side by side.
 
     python benchmarks/run.py [--quick] [--scenario NAME ...] [--server NAME ...]
-                             [--rounds N] [--json PATH] [--no-pin] [--wshub-src DIR]
+                             [--rounds N] [--duration S] [--inflight K] [--window W]
+                             [--json PATH] [--no-pin] [--wshub-src DIR]
 
 Rounds interleave the servers (each round runs every scenario on every
 server, the server order rotating), so drift on the machine hits all of them.
 The connections scenario measures a capacity, not a speed: first round only.
-Prints the tables; a full run writes ``benchmarks/results/<date>.json`` and
-``latest.json`` (``--quick`` writes only with ``--json``). Exit status 1 when
+Prints the tables; a complete run writes ``benchmarks/results/<date>.json``
+and ``latest.json`` (``--quick`` or a subset of scenarios or servers writes
+only to ``--json``). Exit status 1 when
 a scenario failed to run on some server (not for ratios below a target).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -55,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per timed scenario")
+    parser.add_argument("--inflight", type=int, help="echo: messages in flight per connection")
+    parser.add_argument("--window", type=int, help="fan-out: messages outstanding (default 8)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores 0 and 1")
     parser.add_argument(
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.duration is not None:
         settings = replace(settings, duration=args.duration)
+    if args.inflight is not None:
+        settings = replace(settings, echo_inflight=args.inflight)
+    if args.window is not None:
+        settings = replace(settings, fanout_window=args.window)
     rounds = args.rounds or (1 if args.quick else 3)
     scenarios = args.scenario or list(SCENARIOS)
     servers = args.server or list(SERVERS)
@@ -106,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args.wshub_src.resolve())
     info["nofile_hard_limit"] = nofile_hard_limit()
     info["wshub_module"] = wshub_location(args.wshub_src.resolve())
+    info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     print(
         f"# {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
         f"Python {info['python']}, websockets {info['websockets']}, "
         f"wshub {info['wshub_commit']} ({info['wshub_module']}), "
-        f"RLIMIT_NOFILE hard {info['nofile_hard_limit']}",
+        f"RLIMIT_NOFILE hard {info['nofile_hard_limit']}, load average {info['loadavg_start']}",
         flush=True,
     )
     started = time.monotonic()
@@ -136,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(detail_table(summary))
     elapsed = time.monotonic() - started
-    print(f"\n{rounds} round(s) in {elapsed:.0f} s", flush=True)
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    busy = max(info["loadavg_start"][0], info["loadavg_end"][0]) > 2.5  # we use about 2
+    print(
+        f"\n{rounds} round(s) in {elapsed:.0f} s; load average {info['loadavg_end']}"
+        + (": other processes shared these cores, figures are noisy" if busy else ""),
+        flush=True,
+    )
 
     document = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -148,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(jsonable(document), indent=2, allow_nan=False)
     targets = [args.json] if args.json else []
-    if not args.quick:
+    if not (args.quick or args.scenario or args.server):  # only complete runs
         results = HERE / "results"
         results.mkdir(exist_ok=True)
         targets += [results / f"{datetime.now(UTC):%Y-%m-%d}.json", results / "latest.json"]

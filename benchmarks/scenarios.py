@@ -52,7 +52,7 @@ FULL = Settings(
     fanout_window=8,
     fanout_size=64,
     idle_conns=5000,
-    idle_settle=2.0,
+    idle_settle=1.0,
     handshake_concurrency=50,
     connections_target=20_000,
 )

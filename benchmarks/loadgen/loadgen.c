@@ -255,6 +255,12 @@ static void close_conn(conn *c) {
     c->want_out = 0;
 }
 
+/* Close a connection that failed; the handshake loops start a new one in its slot. */
+static void drop(conn *c) {
+    close_conn(c);
+    if (g_sc == SC_HANDSHAKES && g_running) start_conn(c, (int)(c - g_c));
+}
+
 static int parse_status(const char *head) {
     if (strncmp(head, "HTTP/1.1 ", 9) != 0) return -1;
     return atoi(head + 9);
@@ -321,15 +327,16 @@ static void on_readable(conn *c, uint8_t *buf, size_t bufsize) {
     if (r < 0) {
         if (errno == EAGAIN) return;
         if (g_sc == SC_HANDSHAKES && c->got_close) goto finished;
+        if (c->state == C_UPGRADING) g_failed++;
         g_reset++;
-        close_conn(c);
+        drop(c);
         return;
     }
     if (r == 0) {
         if (g_sc == SC_HANDSHAKES && c->got_close) goto finished;
         if (c->state == C_UPGRADING) g_failed++;
         g_eof++;
-        close_conn(c);
+        drop(c);
         return;
     }
     if (c->state == C_UPGRADING) {
@@ -343,7 +350,7 @@ static void on_readable(conn *c, uint8_t *buf, size_t bufsize) {
             if (c->head_len >= HEAD_MAX - 1) {
                 g_proto_err++;
                 g_failed++;
-                close_conn(c);
+                drop(c);
             }
             return;
         }
@@ -356,8 +363,7 @@ static void on_readable(conn *c, uint8_t *buf, size_t bufsize) {
             else if (status == 401) g_status_401++;
             else g_status_other++;
             g_failed++;
-            close_conn(c);
-            if (g_sc == SC_HANDSHAKES && g_running) start_conn(c, (int)(c - g_c));
+            drop(c);
             return;
         }
         free(c->head);
@@ -391,8 +397,7 @@ static void on_connected(conn *c) {
     if (err) {
         g_connect_err++;
         g_failed++;
-        close_conn(c);
-        if (g_sc == SC_HANDSHAKES && g_running) start_conn(c, (int)(c - g_c));
+        drop(c);
         return;
     }
     c->state = C_UPGRADING;
@@ -516,7 +521,7 @@ static void on_frame(conn *c) {
         }
         g_server_close++;
         g_last_close_code = c->cap_len >= 2 ? (c->cap[0] << 8 | c->cap[1]) : 1005;
-        close_conn(c);
+        drop(c);
         return;
     default:
         break;
@@ -589,8 +594,9 @@ static void expire(uint64_t t) {
         if (stuck && t > c->t_start + limit) {
             g_timeouts++;
             g_failed++;
-            close_conn(c);
-            if (g_sc == SC_HANDSHAKES && g_running) start_conn(c, i);
+            drop(c);
+        } else if (g_sc == SC_HANDSHAKES && g_running && c->state == C_DONE) {
+            start_conn(c, i); /* a slot lost to a failed write or connect */
         }
     }
 }
