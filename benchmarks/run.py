@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--scenario NAME ...] [--server NAME ...]
                              [--rounds N] [--duration S] [--inflight K] [--window W]
-                             [--json PATH] [--no-pin] [--wshub-src DIR]
+                             [--json PATH] [--no-pin] [--busy-poll] [--wshub-src DIR]
 
 Rounds interleave the servers (each round runs every scenario on every
 server, the server order rotating), so drift on the machine hits all of them.
@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores 0 and 1")
     parser.add_argument(
+        "--busy-poll",
+        action="store_true",
+        help="the generator spins instead of sleeping in epoll_wait (no wakeups to pay)",
+    )
+    parser.add_argument(
         "--wshub-src",
         type=Path,
         default=HERE.parent,
@@ -86,7 +91,7 @@ def run_one(
             pinning=pinning,
             wshub_src=args.wshub_src.resolve(),
         ) as server:
-            ctx = Context(binary, server, settings, tokens, hosts, pinning)
+            ctx = Context(binary, server, settings, tokens, hosts, pinning, args.busy_poll)
             m = scenario.run(ctx)
             if not server.alive():
                 m.problems.append(f"server exited: {server.log_tail(5)}")
@@ -157,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
-        "settings": {**settings.__dict__, "rounds": rounds, "pinned": not args.no_pin},
+        "settings": {
+            **settings.__dict__,
+            "rounds": rounds,
+            "pinned": not args.no_pin,
+            "busy_poll": args.busy_poll,
+        },
         "quick": args.quick,
         "summary": summary,
         "records": [r.as_json() for r in records],

@@ -83,9 +83,11 @@ class Context:
     tokens: list[str]
     hosts: int
     pinning: Pinning
+    busy_poll: bool = False
 
     def command(self, scenario: str, **options: Any) -> list[str]:
         options.setdefault("token", self.tokens)
+        options.setdefault("busy_poll", self.busy_poll)
         if self.hosts > 1:
             options.setdefault("hosts", self.hosts)
         return loadgen_command(self.loadgen, scenario, self.server, options, self.pinning)

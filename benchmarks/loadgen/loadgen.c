@@ -17,6 +17,10 @@
  *   parse-test  read stdin, feed it to the frame parser in the chunk sizes given,
  *               print one line per frame (used by the pytest test of the parser)
  *
+ * It sleeps in epoll_wait when idle, so a server's send may have to wake it
+ * (on loopback that wakeup is paid on the server's core); --busy-poll spins
+ * instead, to measure how much that costs.
+ *
  * Output: one JSON object per line on stdout ("event":"ready" for hold, then
  * "event":"result"). Errors go to stderr. Exit status 2 on usage errors.
  */
@@ -77,7 +81,7 @@ static int g_port;
 static int g_conns = 100;
 static double g_duration = 5, g_warmup = 1, g_timeout = 10, g_ramp_timeout = 120;
 static int g_inflight = 1, g_size = 64, g_window = 8, g_concurrency = 100, g_hosts = 1;
-static int g_subproto, g_hub, g_hold_stdin;
+static int g_subproto, g_hub, g_hold_stdin, g_busy_poll;
 static char **g_tokens;
 static int g_ntokens;
 static int g_test_fnv;
@@ -644,7 +648,7 @@ static int run(void) {
         phase = RUN;
     }
     for (;;) {
-        int n = epoll_wait(g_ep, evs, 1024, 2);
+        int n = epoll_wait(g_ep, evs, 1024, g_busy_poll ? 0 : 2);
         t = now_ns();
         for (int i = 0; i < n; i++) {
             uint32_t tag = evs[i].data.u32;
@@ -805,7 +809,7 @@ static void usage(void) {
             "usage: loadgen echo|fanout|hold|handshakes --port P [--host H] [--conns N]\n"
             "  [--duration S] [--warmup S] [--timeout S] [--ramp-timeout S] [--inflight K] [--size B]\n"
             "  [--window W] [--concurrency C] [--hosts H] [--token T]... [--subprotocol]\n"
-            "  [--hub] [--hold-stdin]\n"
+            "  [--hub] [--hold-stdin] [--busy-poll]\n"
             "       loadgen parse-test [CHUNK...] < frames\n");
     exit(2);
 }
@@ -839,6 +843,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--subprotocol") == 0) g_subproto = 1;
         else if (strcmp(a, "--hub") == 0) g_hub = 1;
         else if (strcmp(a, "--hold-stdin") == 0) g_hold_stdin = 1;
+        else if (strcmp(a, "--busy-poll") == 0) g_busy_poll = 1;
         else usage();
 #undef OPT
     }
