@@ -146,11 +146,14 @@ class Server:
             try:
                 line = read_line(self.process.stdout, deadline)
             except BenchError:
+                tail = self.log_tail()
                 self.stop()
-                raise BenchError(f"{self.name} did not start: {self.log_tail()}") from None
+                raise BenchError(f"{self.name} did not start: {tail}") from None
             if not line:
+                self.process.wait(5)
+                tail = self.log_tail()
                 self.stop()
-                raise BenchError(f"{self.name} exited: {self.log_tail()}")
+                raise BenchError(f"{self.name} exited: {tail}")
             match = _LISTENING.search(line)
             if match:
                 self.host, self.port = match.group(1), int(match.group(2))
@@ -173,6 +176,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, lines: int = 15) -> str:
+        if self.log.closed:
+            return "(log gone)"
         self.log.flush()
         text = Path(self.log.name).read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:]) or "(no output)"

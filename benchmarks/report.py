@@ -68,7 +68,8 @@ def summarize(records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
             ratios = []
             for r in mine:
                 base = by_key.get((r.round, scenario, BASELINE))
-                if base is not None and base.value and not math.isnan(base.value):
+                usable = base is not None and base.value and not math.isnan(base.value)
+                if base is not None and usable and not math.isnan(r.value):
                     ratios.append(r.value / base.value)
             entry: dict[str, Any] = {
                 "median": median([r.value for r in mine]),

@@ -102,6 +102,9 @@ def run_one(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not (args.wshub_src / "wshub").is_dir():
+        print(f"benchmarks: no wshub package in {args.wshub_src}", file=sys.stderr)
+        return 2
     settings = QUICK if args.quick else FULL
     if args.duration is not None:
         settings = replace(settings, duration=args.duration)
