@@ -18,7 +18,11 @@ Oracles: nothing raises; after every operation the registry, subscriptions,
 pending commands, ``footprint()`` and ``stats()`` agree with each other and
 with what the harness knows; counters never go down; clients only ever
 receive well-formed envelopes; and once every connection is removed the hub
-holds nothing but its configured topics.
+holds nothing but its configured topics. Every server and client connection
+is also under a contract monitor (``_contract``): whatever the hub does to a
+connection moves it only along the core's transition table, events follow
+the grammar with exactly one ``Closed``, and every byte either side writes
+parses (a 101, then valid frames; the client's request, then masked frames).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
-from _common import main
-from _hub_common import ByteReader, FakeClock, open_pair
+from _common import FakeClock, main
+from _contract import ClientMonitor, ServerMonitor
+from _hub_common import ByteReader, open_pair
 
 from wshub.core import (
     BinaryMessage,
@@ -41,6 +46,7 @@ from wshub.core import (
     Closed,
     CommandExpired,
     CommandRequest,
+    Event,
     Hub,
     HubConfig,
     HubStats,
@@ -88,8 +94,16 @@ class Peer:
     principal: Principal
     server: ServerConnection
     client: ClientConnection
+    smon: ServerMonitor
+    cmon: ClientMonitor
     registered: bool = True
     received: int = 0
+    inbox: list[Event] = field(default_factory=list)  # server events not yet processed
+
+    def to_server(self, data: bytes) -> None:
+        """The server reads what the client wrote."""
+        self.smon.sync()
+        self.inbox += self.smon.receive(data)
 
 
 @dataclass
@@ -100,6 +114,7 @@ class World:
     clock: FakeClock
     limits: Limits
     peers: dict[str, Peer] = field(default_factory=dict)
+    retired: list[Peer] = field(default_factory=list)  # removed from the hub
     pending: list[tuple[str, RequestId]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     last: HubStats | None = None
@@ -186,7 +201,8 @@ def _pick_peer(world: World, reader: ByteReader) -> Peer | None:
 def _process(world: World, peer: Peer) -> None:
     """Act on a connection's events as the adapter does."""
     hub = world.hub
-    for event in peer.server.events_received():
+    events, peer.inbox = [*peer.inbox, *peer.smon.pull()], []
+    for event in events:
         if isinstance(event, TextMessage):
             for hub_event in hub.receive_text(peer.conn_id, event.data):
                 if isinstance(hub_event, CommandRequest):
@@ -202,20 +218,20 @@ def _process(world: World, peer: Peer) -> None:
                 raise AssertionError(f"{peer.conn_id} still registered after remove")
             if hub.pending_commands(peer.conn_id):
                 raise AssertionError(f"{peer.conn_id} keeps pending commands after remove")
-            del world.peers[peer.conn_id]
+            world.retired.append(world.peers.pop(peer.conn_id))
 
 
 def _drain(world: World, peer: Peer) -> None:
     """The client reads what the server queued, answers (pongs, close echo)."""
-    peer.client.receive_data(peer.server.data_to_send())
-    for event in peer.client.events_received():
+    peer.smon.sync()
+    for event in peer.cmon.receive(peer.smon.drain()):
         if isinstance(event, TextMessage):
             _check_envelope(event.data)
             peer.received += 1
     if peer.server.should_close_transport():
-        peer.server.receive_eof()
+        peer.inbox += peer.smon.receive_eof()
     else:
-        peer.server.receive_data(peer.client.data_to_send())
+        peer.to_server(peer.cmon.drain())
     _process(world, peer)
 
 
@@ -250,15 +266,16 @@ def _op_add(world: World, reader: ByteReader) -> None:
         raise AssertionError(f"admission {admission!r} disagrees with the counts")
     if not admission.ok:
         return
-    server, client = open_pair(
+    smon, cmon = open_pair(
         world.clock, limits=world.limits, compression=reader.boolean(), principal=principal
     )
+    server, client = smon.server, cmon.client
     world.next_id += 1
     conn_id = f"c{world.next_id}"
     info = hub.add(conn_id, server, principal=principal, remote=remote)
     if info.conn_id != conn_id or info.principal != principal:
         raise AssertionError(f"add returned {info!r}")
-    world.peers[conn_id] = Peer(conn_id, principal, server, client)
+    world.peers[conn_id] = Peer(conn_id, principal, server, client, smon, cmon)
 
 
 def _op_client_text(world: World, reader: ByteReader) -> None:
@@ -266,8 +283,8 @@ def _op_client_text(world: World, reader: ByteReader) -> None:
     text = _envelope_text(reader)
     if peer is None or peer.client.state is not State.OPEN:
         return
-    peer.client.send_text(text)
-    peer.server.receive_data(peer.client.data_to_send())
+    peer.cmon.send(text)
+    peer.to_server(peer.cmon.drain())
     if reader.boolean():
         _process(world, peer)
 
@@ -277,8 +294,8 @@ def _op_client_binary(world: World, reader: ByteReader) -> None:
     data = reader.bytes(64)
     if peer is None or peer.client.state is not State.OPEN:
         return
-    peer.client.send_binary(data)
-    peer.server.receive_data(peer.client.data_to_send())
+    peer.cmon.send(data)
+    peer.to_server(peer.cmon.drain())
     _process(world, peer)
 
 
@@ -322,8 +339,9 @@ def _op_timers(world: World, reader: ByteReader) -> None:
             raise AssertionError("a deadline at or before now survives handle_timer")
     if reader.boolean():
         for peer in list(world.peers.values()):
-            peer.server.handle_timer(now)
-            peer.client.handle_timer(now)
+            peer.smon.sync()
+            peer.inbox += peer.smon.handle_timer(now)
+            peer.cmon.handle_timer(now)
 
 
 def _op_server_send(world: World, reader: ByteReader) -> None:
@@ -398,15 +416,16 @@ def _op_close(world: World, reader: ByteReader) -> None:
         hub.close_all()
     elif kind == 2:  # the client closes
         if peer.client.state is State.OPEN:
-            peer.client.close(reader.pick(CLOSE_CODES))
-            peer.server.receive_data(peer.client.data_to_send())
+            peer.cmon.close(reader.pick(CLOSE_CODES), "")
+            peer.to_server(peer.cmon.drain())
     elif kind == 3:  # the transport drops
-        peer.server.receive_eof()
+        peer.smon.sync()
+        peer.inbox += peer.smon.receive_eof()
     elif kind == 4:  # the driver removes an open connection early (idempotent)
         hub.remove(peer.conn_id)
         hub.remove(peer.conn_id)
         peer.registered = False
-        del world.peers[peer.conn_id]
+        world.retired.append(world.peers.pop(peer.conn_id))
     else:
         _process(world, peer)
 
@@ -435,8 +454,11 @@ OPS = (
 
 
 def check_invariants(world: World) -> None:
-    """Everything the hub reports agrees with itself and with the harness."""
+    """Everything the hub reports agrees with itself and with the harness, and
+    every connection moved only along the core's transition table."""
     hub = world.hub
+    for peer in world.peers.values():
+        peer.smon.sync()
     infos = hub.connections()
     registered = {info.conn_id for info in infos}
     expected = {c for c, p in world.peers.items() if p.registered}
@@ -553,6 +575,13 @@ def _finish(world: World) -> None:
         raise AssertionError(f"stats not empty after removing everyone: {stats}")
     if hub.next_deadline() is not None or hub.handle_timer(world.clock.now + 1e6):
         raise AssertionError("timers left after removing everyone")
+    # Every transport ends: each connection reports its one Closed, and all
+    # that both sides wrote parses.
+    for peer in [*world.peers.values(), *world.retired]:
+        for monitor in (peer.smon, peer.cmon):
+            monitor.sync()
+            monitor.receive_eof()
+            monitor.finish()
 
 
 def test_one_input(data: bytes) -> None:
