@@ -55,10 +55,9 @@ _MAX_MESSAGE = 1 << 24
 #: tests/test_fuzz_found.py that runs with the bug no longer tolerated: when
 #: the core is fixed, that test passes (XPASS fails the run) and the entry
 #: must be removed from here.
-#:
-#: ``head_error_body``: the server's own error answers (503 on a decision
-#: timeout, ``refuse``) to a HEAD request carry a body (RFC 9110 §9.3.2).
-TOLERATED: set[str] = {"head_error_body"}
+#: (None now; ``head_error_body``, the server's own error answers to a HEAD
+#: request carrying a body, was fixed.)
+TOLERATED: set[str] = set()
 
 
 class ContractError(AssertionError):

@@ -1,9 +1,8 @@
-"""Core bugs found by the fuzz harnesses, each as its minimal input.
+"""Core bugs found by the fuzz harnesses, each kept as its minimal input.
 
-Every test here is a strict xfail until the core is fixed: then it passes,
-strict xfail turns that into a failure, and the fix must also drop the
-marker and the bug's entry in ``fuzz/_checks.py:TOLERATED`` (which lets the
-harnesses step around a reported bug to find the next one).
+A bug the harnesses find is written here first as a strict xfail and
+tolerated in ``fuzz/_checks.py:TOLERATED`` (so fuzzing can go on); the fix
+drops both, and the test stays as a regression test.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from fuzz_support import harness
 
 from wshub.core import HttpRequest, ServerConnection
 
-HEAD_BUG = "bug: the server's own error answers to a HEAD request carry a body (RFC 9110 §9.3.2)"
+# Fixed bug: the server's own error answers to a HEAD request carried a body
+# (RFC 9110 §9.3.2 allows none).
 
 
 def _head_answer(answer: str) -> bytes:
@@ -28,7 +28,6 @@ def _head_answer(answer: str) -> bytes:
     return conn.data_to_send()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HEAD_BUG)
 @pytest.mark.parametrize("answer", ["timeout", "refuse"])
 def test_error_answer_to_head_has_no_body(answer: str) -> None:
     client = h11.Connection(h11.CLIENT)
@@ -40,7 +39,6 @@ def test_error_answer_to_head_has_no_body(answer: str) -> None:
     assert client.trailing_data == (b"", False)  # a body would be left over here
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HEAD_BUG)
 def test_server_harness_head_decision_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     # fuzz_server_bytes: prefix 6 (HEAD /), application never decides (0x30);
     # the clock moves 25 s per read (0xC0).
