@@ -51,23 +51,28 @@ from wshub.core import (
     HubConfig,
     HubStats,
     Limits,
+    LocalProtocolError,
     ServerConnection,
     State,
     TextMessage,
 )
 from wshub.core.auth import Principal
 from wshub.core.envelope import RequestId
+from wshub.core.hub_events import AuthRequest
 from wshub.core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
 
+WALL_START = 1_700_000_000.0
 PRINCIPALS = (
     Principal("alice", scopes=frozenset({"admin"})),
     Principal("bob"),
     Principal("carol", scopes=frozenset({"admin", "ops"})),
+    Principal("dave", expires_at=WALL_START + 30),  # closed with 1008 once expired
+    Principal("dave", scopes=frozenset({"ops"}), expires_at=WALL_START + 90),
 )
 HOSTS = ("10.0.0.1", "10.0.0.2", None, ("10.0.0.1", 4242))
 TOPICS = ("news", "room", "t\u00e9", "x" * 256)
 COMMANDS = ("echo", "admin.kick", "slow")
-MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", *COMMANDS, "nope", "")
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", "auth", *COMMANDS, "nope", "")
 OUTBOX_SIZES = (64, 160, 400, 2048)
 ENVELOPE_SIZES = (48, 200, 4096)
 CLOSE_CODES = (1000, 1001, 1008, 1011, 4000)
@@ -97,6 +102,7 @@ class Peer:
     smon: ServerMonitor
     cmon: ClientMonitor
     registered: bool = True
+    awaiting: bool = False  # added without credentials: first-message auth
     received: int = 0
     inbox: list[Event] = field(default_factory=list)  # server events not yet processed
 
@@ -116,6 +122,7 @@ class World:
     peers: dict[str, Peer] = field(default_factory=dict)
     retired: list[Peer] = field(default_factory=list)  # removed from the hub
     pending: list[tuple[str, RequestId]] = field(default_factory=list)
+    auth_requests: list[AuthRequest] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     last: HubStats | None = None
     next_id: int = 0
@@ -209,6 +216,10 @@ def _process(world: World, peer: Peer) -> None:
                     if hub_event.conn_id != peer.conn_id:
                         raise AssertionError(f"command of another connection: {hub_event!r}")
                     world.pending.append((hub_event.conn_id, hub_event.request_id))
+                elif isinstance(hub_event, AuthRequest):
+                    if hub_event.conn_id != peer.conn_id or hub_event.refresh == peer.awaiting:
+                        raise AssertionError(f"auth request does not fit: {hub_event!r}")
+                    world.auth_requests.append(hub_event)
         elif isinstance(event, BinaryMessage):
             hub.receive_binary(peer.conn_id, event.data)
         elif isinstance(event, Closed):
@@ -248,18 +259,30 @@ def _check_envelope(text: str) -> None:
         raise AssertionError(f"reply without ok / error without error: {text!r}")
 
 
+def _waiting_hosts(world: World) -> list[str | None]:
+    """Hosts of the connections the hub holds as waiting for an auth message."""
+    hub = world.hub
+    return [pending.host for pending in hub._registry.pending.values()]
+
+
 def _op_add(world: World, reader: ByteReader) -> None:
     hub = world.hub
     principal = reader.pick(PRINCIPALS)
     remote = reader.pick(HOSTS)
     host = remote[0] if isinstance(remote, tuple) else remote
-    admission = hub.admit(principal.id, host)
+    awaiting = reader.int_in_range(0, 3) == 0
+    admission = hub.admit(None if awaiting else principal.id, host)
     cfg = hub.config
-    same_principal = sum(1 for p in world.peers.values() if p.principal.id == principal.id)
+    held = len(hub.connections()) + len(hub._registry.pending)
+    same_principal = sum(1 for info in hub.connections() if info.principal.id == principal.id)
     same_host = sum(1 for info in hub.connections() if host is not None and info.host == host)
+    same_host += sum(1 for h in _waiting_hosts(world) if host is not None and h == host)
+    assert cfg.max_connections is not None
+    assert cfg.max_per_principal is not None
+    assert cfg.max_per_host is not None
     full = (
-        len(world.peers) >= cfg.max_connections
-        or same_principal >= cfg.max_per_principal
+        held >= cfg.max_connections
+        or (not awaiting and same_principal >= cfg.max_per_principal)
         or same_host >= cfg.max_per_host
     )
     if admission.ok == full:
@@ -272,10 +295,57 @@ def _op_add(world: World, reader: ByteReader) -> None:
     server, client = smon.server, cmon.client
     world.next_id += 1
     conn_id = f"c{world.next_id}"
+    if awaiting:
+        hub.add_unauthenticated(conn_id, server, remote=remote)
+        if hub.connection(conn_id) is not None:
+            raise AssertionError("a connection waiting for auth is listed as open")
+        peer = Peer(conn_id, Principal(""), server, client, smon, cmon, awaiting=True)
+        world.peers[conn_id] = peer
+        return
     info = hub.add(conn_id, server, principal=principal, remote=remote)
     if info.conn_id != conn_id or info.principal != principal:
         raise AssertionError(f"add returned {info!r}")
     world.peers[conn_id] = Peer(conn_id, principal, server, client, smon, cmon)
+
+
+def _op_auth(world: World, reader: ByteReader) -> None:
+    """A client sends an ``auth`` message, or the driver decides a pending one."""
+    hub = world.hub
+    if reader.boolean() or not world.auth_requests:
+        peer = _pick_peer(world, reader)
+        if peer is None or peer.client.state is not State.OPEN:
+            return
+        envelope = {"message_type": "auth", "payload": {"token": reader.text(8) or "t"}}
+        ident = _request_id(reader)
+        if ident is not None:
+            envelope["id"] = ident
+        peer.cmon.send(json.dumps(envelope, ensure_ascii=True))
+        peer.to_server(peer.cmon.drain())
+        _process(world, peer)
+        return
+    request = world.auth_requests.pop(reader.int_in_range(0, len(world.auth_requests) - 1))
+    peer = world.peers.get(request.conn_id)
+    if reader.boolean():
+        hub.reject_auth(request.conn_id, request.request_id, reader.text(20))
+        if hub.connection(request.conn_id) is None and request.conn_id in hub._registry.pending:
+            raise AssertionError("a rejected waiting connection is still waiting")
+        return
+    principal = reader.pick(PRINCIPALS)
+    before = hub.connection(request.conn_id)
+    accepted = hub.authenticate(request.conn_id, principal, request.request_id)
+    info = hub.connection(request.conn_id)
+    if request.conn_id in hub._registry.pending:
+        raise AssertionError("authenticate left the connection waiting")
+    if accepted:
+        if info is None or info.principal != principal:
+            raise AssertionError(f"authenticate accepted but the hub holds {info!r}")
+        if before is not None and before.principal.id != principal.id:
+            raise AssertionError("a refresh switched principals")
+        if peer is not None:
+            peer.awaiting = False
+            peer.principal = principal
+    elif info is not None and before is None:
+        raise AssertionError("authenticate refused but registered the connection")
 
 
 def _op_client_text(world: World, reader: ByteReader) -> None:
@@ -392,6 +462,12 @@ def _op_topic(world: World, reader: ByteReader) -> None:
     peer = _pick_peer(world, reader)
     if peer is None:
         return
+    if peer.awaiting:
+        try:
+            hub.subscribe(peer.conn_id, topic)
+        except LocalProtocolError:
+            return  # the driver's mistake: not an open, authenticated connection
+        raise AssertionError("a connection waiting for auth was subscribed")
     if kind == 1:
         hub.subscribe(peer.conn_id, topic)
         if peer.conn_id not in hub.subscribers(topic):
@@ -439,6 +515,7 @@ def _op_drain(world: World, reader: ByteReader) -> None:
 
 OPS = (
     _op_add,
+    _op_auth,
     _op_client_text,
     _op_client_text,
     _op_client_text,
@@ -461,7 +538,12 @@ def check_invariants(world: World) -> None:
         peer.smon.sync()
     infos = hub.connections()
     registered = {info.conn_id for info in infos}
-    expected = {c for c, p in world.peers.items() if p.registered}
+    waiting = set(hub._registry.pending)
+    if registered & waiting:
+        raise AssertionError(f"open and waiting at once: {registered & waiting}")
+    if not waiting <= {c for c, p in world.peers.items() if p.registered and p.awaiting}:
+        raise AssertionError(f"waiting connections the harness did not add so: {waiting}")
+    expected = {c for c, p in world.peers.items() if p.registered and not p.awaiting}
     if registered != expected:
         raise AssertionError(f"registry {sorted(registered)} != harness {sorted(expected)}")
     for info in infos:
@@ -474,6 +556,7 @@ def check_invariants(world: World) -> None:
     subscriptions = sum(len(info.subscriptions) for info in infos)
     principals = {info.principal.id for info in infos}
     hosts = {info.host for info in infos if info.host is not None}
+    hosts |= {h for h in _waiting_hosts(world) if h is not None}
     checks = {
         "connections": (footprint["connections"], stats.connections, len(infos)),
         "pending": (footprint["pending_commands"], stats.pending_commands, pending),
@@ -496,8 +579,14 @@ def check_invariants(world: World) -> None:
         raise AssertionError(f"drop counters of non-subscribers: {footprint}")
     if footprint["deadlines"] < footprint["pending_commands"]:
         raise AssertionError(f"pending commands without deadline: {footprint}")
-    if (hub.next_deadline() is None) != (pending == 0):
-        raise AssertionError(f"next_deadline {hub.next_deadline()} with {pending} pending")
+    deadline = hub.next_deadline()
+    expiring = any(info.principal.expires_at is not None for info in infos)
+    if pending and deadline is None:
+        raise AssertionError(f"no deadline with {pending} commands pending")
+    if deadline is not None and not (pending or waiting or expiring):
+        raise AssertionError(f"next_deadline {deadline} with nothing to time")
+    if footprint["awaiting_auth"] != len(waiting):
+        raise AssertionError(f"awaiting_auth disagrees: {footprint} {waiting}")
     if any(count <= 0 for count in stats.subscriptions.values()):
         raise AssertionError(f"empty topic in stats: {stats.subscriptions}")
     if world.last is not None:
@@ -534,7 +623,7 @@ def _make_world(reader: ByteReader) -> World:
         idle_timeout=reader.pick((None, 20.0)),
     )
     clock = FakeClock(100.0)
-    wall = FakeClock(1_700_000_000.0)
+    wall = FakeClock(WALL_START)
     outputs: list[str] = []
     hub = Hub(clock=clock, wall_clock=wall, config=config, on_output=outputs.append)
     hub.register_command("echo")
@@ -563,6 +652,8 @@ def _finish(world: World) -> None:
     for conn_id in list(world.peers):
         hub.remove(conn_id)
         world.peers[conn_id].registered = False
+    if hub._registry.pending:
+        raise AssertionError(f"waiting connections left after remove: {hub._registry.pending}")
     check_invariants(world)
     for conn_id, request_id in world.pending:
         if hub.reply(conn_id, request_id, None):
