@@ -100,8 +100,12 @@ def _pings(stream: bytes) -> set[bytes]:
     while i + 2 <= len(stream):
         first, second = stream[i], stream[i + 1]
         length, pos = second & 0x7F, i + 2
-        if length >= 126:
-            break  # pings are short; anything longer ends the scan
+        if length >= 126:  # extended length: skip the frame whole
+            size = 2 if length == 126 else 8
+            if pos + size > len(stream):
+                break
+            length = int.from_bytes(stream[pos : pos + size], "big")
+            pos += size
         mask = stream[pos : pos + 4] if second & 0x80 else b""
         pos += len(mask)
         payload = stream[pos : pos + length]
