@@ -15,6 +15,13 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+# Fuzz the wshub of this checkout, not whichever one is installed: an
+# editable install may point at another worktree. (Imported before wshub by
+# every harness.)
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
 Target = Callable[[bytes], None]
 
 __all__ = ["FakeClock", "Target", "chunked", "main", "run_corpus"]
