@@ -67,7 +67,7 @@ class HubConfig:
         ``Retry-After`` before any token is checked. Origin and Host
         refusals (403) do not count, so a foreign web page cannot lock local
         clients out. ``auth_failure_rate=None`` disables it. Defaults 1/s
-        and 30.
+        and 100.
     """
 
     max_connections: int | None = None
@@ -87,7 +87,7 @@ class HubConfig:
     message_rate: float | None = 500.0
     message_burst: int = 1000
     auth_failure_rate: float | None = 1.0
-    auth_failure_burst: int = 30
+    auth_failure_burst: int = 100
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_per_principal", "max_per_host"):
