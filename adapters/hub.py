@@ -58,6 +58,7 @@ from ..core.hub_events import (
 )
 from ..core.hub_stats import prometheus_text
 from ..core.ratelimit import KeyedLimiter
+from ..core.redact import redact_query
 from ..core.registry import ConnectionInfo, remote_host
 from ..core.topics import TopicPolicy
 from .handler import Accept, Handler, HttpResponse
@@ -181,6 +182,8 @@ class HubHandler(Handler, HubOperations):
         )
         self._sessions: dict[str, ServerSession] = {}
         cfg = self.hub.config
+        if cfg.max_connections is None:
+            cfg = self.hub.config = replace(cfg, max_connections=descriptor_budget())
         self._auth_failures: KeyedLimiter | None = None
         if cfg.auth_failure_rate is not None:
             self._auth_failures = KeyedLimiter(cfg.auth_failure_rate, cfg.auth_failure_burst)
@@ -323,12 +326,25 @@ class HubHandler(Handler, HubOperations):
         if principal is _AWAITING_AUTH:
             self.hub.add_unauthenticated(conn_id, session.core, remote=session.remote)
             self._commands.rearm()
-            log_conn(logging.INFO, conn_id, "open, awaiting auth: from %s", session.remote)
+            log_conn(
+                logging.INFO,
+                conn_id,
+                "open, awaiting auth: from %s at %s",
+                session.remote,
+                _target(session),
+            )
             return
         assert isinstance(principal, Principal)
         info = self.hub.add(conn_id, session.core, principal=principal, remote=session.remote)
         self._commands.rearm()
-        log_conn(logging.INFO, conn_id, "open: principal %s from %s", principal.id, session.remote)
+        log_conn(
+            logging.INFO,
+            conn_id,
+            "open: principal %s from %s at %s",
+            principal.id,
+            session.remote,
+            _target(session),
+        )
         if self.on_connect is not None:
             await self._call_listener(conn_id, "on_connect", self.on_connect, info)
 
@@ -460,6 +476,31 @@ class HubHandler(Handler, HubOperations):
             return
         log_conn(logging.INFO, session.id, "dropping the transport of a slow consumer")
         session.abort()
+
+
+def descriptor_budget() -> int:
+    """Connections this process can hold while keeping descriptors to answer 503.
+
+    The soft ``RLIMIT_NOFILE`` minus headroom for listeners, logs, threads
+    and the refusals themselves; 10 000 where the limit cannot be read.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 10_000
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(1, soft - 64 - soft // 50)
+
+
+def _target(session: ServerSession) -> str:
+    """The request's path and query, credentials redacted, for log lines."""
+    request = session.request
+    if request is None:
+        return "?"
+    query = redact_query(request.query)
+    return f"{request.path}?{query}" if query else request.path
 
 
 def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:

@@ -52,6 +52,18 @@ class HandshakeRequest:
                 return value
         return None
 
+    def __repr__(self) -> str:
+        # Requests get logged; their credentials must not be.
+        from .redact import redact_headers, redact_query, redact_subprotocols
+
+        return (
+            f"HandshakeRequest(method={self.method!r}, path={self.path!r}, "
+            f"query={redact_query(self.query)!r}, host={self.host!r}, "
+            f"headers={redact_headers(self.headers)!r}, origin={self.origin!r}, "
+            f"subprotocols={redact_subprotocols(self.subprotocols)!r}, "
+            f"extensions={self.extensions!r})"
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpRequest:
@@ -64,6 +76,14 @@ class HttpRequest:
     path: str
     query: str
     headers: Headers
+
+    def __repr__(self) -> str:
+        from .redact import redact_headers, redact_query
+
+        return (
+            f"HttpRequest(method={self.method!r}, path={self.path!r}, "
+            f"query={redact_query(self.query)!r}, headers={redact_headers(self.headers)!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

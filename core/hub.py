@@ -594,6 +594,8 @@ class Hub:
         deadline or a credential expiry), or None."""
         deadline = self._commands.next_deadline()
         timers = self._timers
+        while timers and not self._timer_is_live(*timers[0]):
+            heapq.heappop(timers)  # its connection authenticated, refreshed or left
         if timers and (deadline is None or timers[0][0] < deadline):
             return timers[0][0]
         return deadline

@@ -11,11 +11,20 @@ __all__ = ["HubConfig"]
 class HubConfig:
     """Limits of the hub (sizes in bytes, times in seconds).
 
-    ``max_connections`` / ``max_per_principal`` / ``max_per_host``
-        Open connections in total (beyond: 503), per principal id and per
-        remote host (beyond: 429). Checked by ``Hub.admit`` at the handshake.
-        Defaults 10 000 / 100 / 200: a user's tabs and devices fit, one
-        credential or one address cannot take the whole server.
+    ``max_connections``
+        Open connections in total (beyond: 503 + ``Retry-After``). Default
+        None: the anyio adapter sets it from the process's file-descriptor
+        limit, keeping headroom so that a flood is still answered with 503
+        instead of failing ``accept``; a bare ``Hub`` then has no total bound.
+    ``max_per_principal`` / ``max_per_host``
+        Open connections per principal id and per remote address (beyond:
+        429 + ``Retry-After``). Checked by ``Hub.admit`` at the handshake.
+        Defaults 100 / 200: a user's tabs and devices fit, one credential or
+        one address cannot take the whole server. Loopback addresses are not
+        counted per host (every local client shares 127.0.0.1: that bound
+        would be a second total). None disables either bound; do that for
+        principals that are shared secrets rather than users (``wshub
+        serve``'s static tokens).
     ``retry_after``
         Seconds put in the ``Retry-After`` header of those refusals. Default 5.
     ``max_envelope_size``
@@ -58,12 +67,12 @@ class HubConfig:
         ``Retry-After`` before any token is checked. Origin and Host
         refusals (403) do not count, so a foreign web page cannot lock local
         clients out. ``auth_failure_rate=None`` disables it. Defaults 1/s
-        and 30.
+        and 100.
     """
 
-    max_connections: int = 10_000
-    max_per_principal: int = 100
-    max_per_host: int = 200
+    max_connections: int | None = None
+    max_per_principal: int | None = 100
+    max_per_host: int | None = 200
     retry_after: int = 5
     max_envelope_size: int = 256 * 1024
     max_depth: int = 32
@@ -78,13 +87,16 @@ class HubConfig:
     message_rate: float | None = 500.0
     message_burst: int = 1000
     auth_failure_rate: float | None = 1.0
-    auth_failure_burst: int = 30
+    auth_failure_burst: int = 100
 
     def __post_init__(self) -> None:
+        for name in ("max_connections", "max_per_principal", "max_per_host"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         for name in (
-            "max_connections",
-            "max_per_principal",
-            "max_per_host",
             "max_envelope_size",
             "max_depth",
             "max_pending_commands",

@@ -15,6 +15,7 @@ from .connection import State
 from .deflate import DeflateParams
 from .events import Headers
 from .frames import PreparedMessage
+from .hosts import is_loopback
 from .limits import Limits
 from .ratelimit import TokenBucket
 
@@ -137,22 +138,28 @@ class Registry:
         principal_id: str | None,
         host: str | None,
         *,
-        max_total: int,
-        max_per_principal: int,
-        max_per_host: int,
+        max_total: int | None,
+        max_per_principal: int | None,
+        max_per_host: int | None,
         retry_after: int,
     ) -> Admission:
         headers = (("Retry-After", str(retry_after)),)
-        if len(self.entries) + len(self.pending) >= max_total:
+        if max_total is not None and len(self.entries) + len(self.pending) >= max_total:
             return Admission(ok=False, status=503, reason="server is full", headers=headers)
         if (
             principal_id is not None
+            and max_per_principal is not None
             and len(self._by_principal.get(principal_id, ())) >= max_per_principal
         ):
             return Admission(
                 ok=False, status=429, reason="too many connections for this user", headers=headers
             )
-        if host is not None and self._by_host.get(host, 0) >= max_per_host:
+        if (
+            host is not None
+            and max_per_host is not None
+            and self._by_host.get(host, 0) >= max_per_host
+            and not is_loopback(host)
+        ):
             return Admission(
                 ok=False,
                 status=429,

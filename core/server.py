@@ -230,12 +230,6 @@ class ServerConnection(Connection):
             raise LocalProtocolError(f"no request to answer ({self._state.name})")
         if not 200 <= status <= 599:
             raise ValueError(f"status must be 200-599, got {status}")
-        if self._head_only:
-            # RFC 9110 §9.3.2: a HEAD response has the headers of the GET one, no body.
-            response = http_response(status, headers, body)
-            response = response[: len(response) - len(body)]
-            self._answer_raw(status, response, body)
-            return
         http_response(status, headers, body)  # validates the headers before any state change
         self._answer(status, body, headers, clean=True)
 
@@ -253,7 +247,12 @@ class ServerConnection(Connection):
         self._answer(status, reason.encode("utf-8"), (), clean=False)
 
     def _answer(self, status: int, body: bytes, headers: Headers, *, clean: bool = True) -> None:
-        self._answer_raw(status, http_response(status, headers, body), body, clean=clean)
+        response = http_response(status, headers, body)
+        if self._head_only and body:
+            # RFC 9110 §9.3.2: a HEAD response has the headers of the GET one,
+            # no body -- whoever answers (the application, a timeout, shutdown).
+            response = response[: len(response) - len(body)]
+        self._answer_raw(status, response, body, clean=clean)
 
     def _answer_raw(self, status: int, response: bytes, body: bytes, *, clean: bool = True) -> None:
         self._queue_raw(response)

@@ -1,23 +1,30 @@
 """Shared plumbing of the atheris harnesses.
 
-Each harness defines ``test_one_input(data: bytes)``, which must return for
-every input; an exception is a crash. ``main`` runs it under atheris (with
-the parsers instrumented for coverage), ``run_corpus`` replays files without
-atheris, so CI and pytest check the seed corpora even where atheris is not
+Each harness defines ``test_one_input(data: bytes)``, the whole body of one
+fuzz run, which must return for every input; an exception is a crash.
+``main`` runs it under atheris (with the parsers instrumented for coverage),
+``run_corpus`` replays files without atheris, and tests/test_fuzz_properties.py
+calls it from hypothesis, so the same checks run where atheris is not
 installed.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from wshub.core import Closed, Event
+# Fuzz the wshub of this checkout, not whichever one is installed: an
+# editable install may point at another worktree. (Imported before wshub by
+# every harness.)
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 Target = Callable[[bytes], None]
 
-__all__ = ["Target", "check_one_closed", "chunked", "main", "run_corpus"]
+__all__ = ["FakeClock", "Target", "chunked", "main", "run_corpus"]
 
 
 def chunked(data: bytes, size: int) -> Iterator[bytes]:
@@ -29,11 +36,14 @@ def chunked(data: bytes, size: int) -> Iterator[bytes]:
         yield data[i : i + size]
 
 
-def check_one_closed(events: list[Event]) -> None:
-    """After EOF: exactly one Closed, and it is the last event."""
-    closed = [e for e in events if isinstance(e, Closed)]
-    if len(closed) != 1 or events[-1] is not closed[0]:
-        raise AssertionError(f"expected exactly one final Closed, got {events!r}")
+class FakeClock:
+    """A clock that moves only when told (monotonic or wall, as needed)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -60,10 +70,14 @@ def main(target: Target) -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--corpus":
         print(f"{run_corpus(target, sys.argv[2:])} inputs ok")
         return
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     # Everything is imported by now: instrument the loaded code (wshub,
     # wsproto, h11, zlib wrappers) for coverage feedback.
     atheris.instrument_all()
-    atheris.Setup(sys.argv, target)
+    # libFuzzer re-runs argv[0] through the shell for -jobs, -fork and
+    # -minimize_crash: make it "python script.py", as the harnesses are not
+    # executables of their own.
+    argv0 = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(sys.argv[0]).resolve()))}"
+    atheris.Setup([argv0, *sys.argv[1:]], target)
     atheris.Fuzz()

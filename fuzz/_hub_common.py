@@ -1,5 +1,5 @@
-"""Shared plumbing of the hub harnesses: a fake clock, in-memory connection
-pairs, and a byte reader that turns fuzz input into choices.
+"""Shared plumbing of the hub harnesses: in-memory connection pairs under
+contract monitors, and a byte reader that turns fuzz input into choices.
 
 ``ByteReader`` follows the shape of ``atheris.FuzzedDataProvider`` (consume
 ints in a range, bools, bytes, text) but is plain Python: a corpus file must
@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from _common import FakeClock
+from _contract import ClientMonitor, ServerMonitor
+
 from wshub.core import ClientConnection, HandshakeRequest, Limits, Opened, ServerConnection
 from wshub.core.auth import Principal
 
@@ -21,41 +24,36 @@ T = TypeVar("T")
 __all__ = ["ByteReader", "FakeClock", "open_pair", "zeros"]
 
 
-class FakeClock:
-    """A clock that moves only when told (monotonic or wall, as needed)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def zeros(n: int) -> bytes:
     return b"\x00" * n
 
 
 def open_pair(
     clock: FakeClock, *, limits: Limits, compression: bool, principal: Principal
-) -> tuple[ServerConnection, ClientConnection]:
-    """A server and a client connection that completed the handshake in memory."""
-    server = ServerConnection(limits=limits, compression=compression, clock=clock, random=zeros)
-    client = ClientConnection(
-        host="hub.test",
+) -> tuple[ServerMonitor, ClientMonitor]:
+    """A server and a client connection that completed the handshake in
+    memory, each under its contract monitor."""
+    server = ServerMonitor(
+        ServerConnection(limits=limits, compression=compression, clock=clock, random=zeros),
         compression=compression,
-        limits=Limits(max_message_size=1 << 24, max_outbox_size=1 << 24, ping_interval=None),
-        clock=clock,
-        random=zeros,
     )
-    server.receive_data(client.data_to_send())
-    events = server.events_received()
+    server.track_sent = False  # the hub sends, not the monitor
+    client = ClientMonitor(
+        ClientConnection(
+            host="hub.test",
+            compression=compression,
+            limits=Limits(max_message_size=1 << 24, max_outbox_size=1 << 24, ping_interval=None),
+            clock=clock,
+            random=zeros,
+        ),
+        offered=(),
+    )
+    events = server.receive(client.drain())
     if [type(e) for e in events] != [HandshakeRequest]:
         raise AssertionError(f"in-memory handshake failed on the server: {events!r}")
-    server.accept(principal)
-    if [type(e) for e in server.events_received()] != [Opened]:
+    if [type(e) for e in server.accept(None, principal)] != [Opened]:
         raise AssertionError("server did not open")
-    client.receive_data(server.data_to_send())
-    if [type(e) for e in client.events_received()] != [Opened]:
+    if [type(e) for e in client.receive(server.drain())] != [Opened]:
         raise AssertionError("client did not open")
     return server, client
 

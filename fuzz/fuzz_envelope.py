@@ -8,9 +8,12 @@ material split into fields of an envelope written with ``json.dumps``.
 
 Oracles: ``parse_request`` returns a ``Request`` that obeys every documented
 field rule and limit, or an ``EnvelopeError`` whose code is one of the four
-parse codes (with a ``request_id`` only where the id could be read); and a
+parse codes (with a ``request_id`` only where the id could be read); a
 ``Request`` encoded back with ``encode_envelope`` is valid UTF-8 and parses
-to the same fields under the same depth limit. Never an exception.
+to the same fields under the same depth limit; and the answer the hub sends
+for an error (a ``reply`` with ``ok: false`` when the id was read, an
+``error`` envelope otherwise) is strict UTF-8 JSON with the fields
+docs/protocol.md promises, whatever id the client chose. Never an exception.
 """
 
 from __future__ import annotations
@@ -154,7 +157,42 @@ def check_round_trip(request: Request, max_depth: int) -> None:
         raise AssertionError(f"round trip changed the request:\n{request!r}\n{again!r}")
 
 
+def _strict_json(data: bytes) -> object:
+    """Decode as a browser would: strict UTF-8, standard JSON, no NaN."""
+
+    def no_constants(name: str) -> object:
+        raise AssertionError(f"server envelope holds {name}")
+
+    return json.loads(data.decode("utf-8"), parse_constant=no_constants)
+
+
+def check_error_answer(error: EnvelopeError) -> None:
+    """The envelope the hub builds for ``error`` is well-formed JSON."""
+    kind = "error" if error.request_id is None else "reply"
+    ok = None if error.request_id is None else False
+    encoded = encode_envelope(
+        kind,
+        None,
+        timestamp=1_700_000_000_000,
+        id=error.request_id,
+        ok=ok,
+        error=(error.code.value, error.message),
+    )
+    answer = _strict_json(encoded)
+    expected: dict[str, object] = {
+        "message_type": kind,
+        "payload": None,
+        "error": {"code": error.code.value, "message": error.message},
+        "timestamp": 1_700_000_000_000,
+    }
+    if error.request_id is not None:
+        expected.update(id=error.request_id, ok=False)
+    if answer != expected:
+        raise AssertionError(f"error answer {answer!r} != {expected!r}")
+
+
 def test_one_input(data: bytes) -> None:
+    """One run: the body behind atheris, the corpus replay and the hypothesis test."""
     if not data:
         return
     text, max_size, max_depth = make_text(data)
@@ -164,6 +202,7 @@ def test_one_input(data: bytes) -> None:
         check_round_trip(result, max_depth)
     elif isinstance(result, EnvelopeError):
         check_error(result)
+        check_error_answer(result)
     else:
         raise AssertionError(f"parse_request returned {result!r}")
 
@@ -205,4 +244,11 @@ def run_corpus(paths: list[str] | list[Path]) -> int:
 if __name__ == "__main__":
     main(test_one_input)
 
-__all__ = ["make_text", "run_corpus", "seeds", "test_one_input"]
+__all__ = [
+    "check_error",
+    "check_error_answer",
+    "make_text",
+    "run_corpus",
+    "seeds",
+    "test_one_input",
+]

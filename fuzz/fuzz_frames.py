@@ -2,25 +2,31 @@
 
 The input describes frames rather than raw bytes, so most of them get past
 the frame header checks: byte 0 holds the options (bit 0 compression, bit 1
-unmasked frames, bits 2-7 the chunk size of the second feeding); then each
+unmasked frames, bits 2-7 the read size of the second run); then each
 frame is ``first-byte, length-byte, payload`` where the first byte is the
 wire's FIN/RSV/opcode byte, and a length byte with its top bit set asks for
 the payload to be deflated (so compressed messages inflate for real).
 
-Oracles: no exception; exactly one final Closed after EOF; and the same
-events and output whether the stream is fed whole or in chunks.
+Oracles: ``ServerMonitor``'s contract after every call (legal transitions,
+event grammar, one ``Closed``, output parsing as a 101 then valid server
+frames); every pong answers a ping that was sent; and the same events and
+the same output bytes whether the stream arrives in one read or in many
+(the echoing application is exercised by fuzz_server_bytes).
 """
 
 from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
-from _common import check_one_closed, chunked, main
+from _checks import ContractError
+from _common import chunked, main
+from _contract import ServerMonitor
 
 from wshub.core import Event, Limits, ServerConnection
 from wshub.core.frames import encode_frame
@@ -65,33 +71,69 @@ def build_stream(spec: bytes, *, masked: bool) -> bytes:
     return bytes(out)
 
 
-def _run(stream: bytes, *, compression: bool, chunk: int) -> tuple[list[Event], bytes]:
-    conn = ServerConnection(limits=LIMITS, compression=compression, clock=_clock, random=_random)
-    conn.receive_data(UPGRADE + (DEFLATE if compression else b"") + b"\r\n")
-    conn.accept("fuzz")
-    events = conn.events_received()
-    out = conn.data_to_send()
+def _run(
+    stream: bytes, make: Callable[..., ServerConnection], *, compression: bool, chunk: int
+) -> tuple[list[Event], bytes]:
+    conn = make(limits=LIMITS, compression=compression, clock=_clock, random=_random)
+    monitor = ServerMonitor(conn, compression=compression)
+    monitor.receive(UPGRADE + (DEFLATE if compression else b"") + b"\r\n")
+    monitor.accept(None)
+    out = monitor.drain()
     for piece in chunked(stream, chunk):
-        conn.receive_data(piece)
-        events += conn.events_received()
-        out += conn.data_to_send()
-    conn.receive_eof()
-    events += conn.events_received()
-    out += conn.data_to_send()
-    return events, out
+        monitor.receive(piece)
+        out += monitor.drain()
+    monitor.receive_eof()
+    monitor.finish()
+    frames = monitor.output.frames
+    assert frames is not None
+    pings = _pings(stream)
+    for pong in frames.pongs:
+        if pong not in pings:
+            raise ContractError(f"pong {pong!r} answers no ping")
+    return monitor.events, out
+
+
+def _pings(stream: bytes) -> set[bytes]:
+    """Payloads of the (masked or not) ping frames in a well-formed prefix of ``stream``."""
+    found: set[bytes] = set()
+    i = 0
+    while i + 2 <= len(stream):
+        first, second = stream[i], stream[i + 1]
+        length, pos = second & 0x7F, i + 2
+        if length >= 126:  # extended length: skip the frame whole
+            size = 2 if length == 126 else 8
+            if pos + size > len(stream):
+                break
+            length = int.from_bytes(stream[pos : pos + size], "big")
+            pos += size
+        mask = stream[pos : pos + 4] if second & 0x80 else b""
+        pos += len(mask)
+        payload = stream[pos : pos + length]
+        if mask:
+            payload = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
+        if first & 0x0F == 0x9:
+            found.add(payload)
+        i = pos + length
+    return found
 
 
 def test_one_input(data: bytes) -> None:
+    """One run: the body behind atheris, the corpus replay and the hypothesis test."""
+    run(data, ServerConnection)
+
+
+def run(data: bytes, make: Callable[..., ServerConnection]) -> None:
+    """``test_one_input`` with the connection class as a parameter, so the
+    tests can check that the oracles catch a connection that breaks the rules."""
     if not data:
         return
     options = data[0]
     compression = bool(options & 1)
     stream = build_stream(data[1:], masked=not options & 2)
-    whole = _run(stream, compression=compression, chunk=0)
-    check_one_closed(whole[0])
-    split = _run(stream, compression=compression, chunk=(options >> 2) + 1)
+    whole = _run(stream, make, compression=compression, chunk=0)
+    split = _run(stream, make, compression=compression, chunk=(options >> 2) + 1)
     if split != whole:
-        raise AssertionError(f"chunking changed the outcome:\n{whole!r}\n{split!r}")
+        raise ContractError(f"the read size changed the outcome:\n{whole!r}\n{split!r}")
 
 
 def seeds() -> dict[str, bytes]:
@@ -119,4 +161,4 @@ def run_corpus(paths: list[str] | list[Path]) -> int:
 if __name__ == "__main__":
     main(test_one_input)
 
-__all__ = ["build_stream", "run_corpus", "seeds", "test_one_input"]
+__all__ = ["build_stream", "run", "run_corpus", "seeds", "test_one_input"]

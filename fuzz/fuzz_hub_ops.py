@@ -18,7 +18,11 @@ Oracles: nothing raises; after every operation the registry, subscriptions,
 pending commands, ``footprint()`` and ``stats()`` agree with each other and
 with what the harness knows; counters never go down; clients only ever
 receive well-formed envelopes; and once every connection is removed the hub
-holds nothing but its configured topics.
+holds nothing but its configured topics. Every server and client connection
+is also under a contract monitor (``_contract``): whatever the hub does to a
+connection moves it only along the core's transition table, events follow
+the grammar with exactly one ``Closed``, and every byte either side writes
+parses (a 101, then valid frames; the client's request, then masked frames).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
-from _common import main
-from _hub_common import ByteReader, FakeClock, open_pair
+from _common import FakeClock, main
+from _contract import ClientMonitor, ServerMonitor
+from _hub_common import ByteReader, open_pair
 
 from wshub.core import (
     BinaryMessage,
@@ -41,27 +46,33 @@ from wshub.core import (
     Closed,
     CommandExpired,
     CommandRequest,
+    Event,
     Hub,
     HubConfig,
     HubStats,
     Limits,
+    LocalProtocolError,
     ServerConnection,
     State,
     TextMessage,
 )
 from wshub.core.auth import Principal
 from wshub.core.envelope import RequestId
+from wshub.core.hub_events import AuthRequest
 from wshub.core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
 
+WALL_START = 1_700_000_000.0
 PRINCIPALS = (
     Principal("alice", scopes=frozenset({"admin"})),
     Principal("bob"),
     Principal("carol", scopes=frozenset({"admin", "ops"})),
+    Principal("dave", expires_at=WALL_START + 30),  # closed with 1008 once expired
+    Principal("dave", scopes=frozenset({"ops"}), expires_at=WALL_START + 90),
 )
 HOSTS = ("10.0.0.1", "10.0.0.2", None, ("10.0.0.1", 4242))
 TOPICS = ("news", "room", "t\u00e9", "x" * 256)
 COMMANDS = ("echo", "admin.kick", "slow")
-MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", *COMMANDS, "nope", "")
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", "auth", *COMMANDS, "nope", "")
 OUTBOX_SIZES = (64, 160, 400, 2048)
 ENVELOPE_SIZES = (48, 200, 4096)
 CLOSE_CODES = (1000, 1001, 1008, 1011, 4000)
@@ -88,8 +99,17 @@ class Peer:
     principal: Principal
     server: ServerConnection
     client: ClientConnection
+    smon: ServerMonitor
+    cmon: ClientMonitor
     registered: bool = True
+    awaiting: bool = False  # added without credentials: first-message auth
     received: int = 0
+    inbox: list[Event] = field(default_factory=list)  # server events not yet processed
+
+    def to_server(self, data: bytes) -> None:
+        """The server reads what the client wrote."""
+        self.smon.sync()
+        self.inbox += self.smon.receive(data)
 
 
 @dataclass
@@ -100,7 +120,9 @@ class World:
     clock: FakeClock
     limits: Limits
     peers: dict[str, Peer] = field(default_factory=dict)
+    retired: list[Peer] = field(default_factory=list)  # removed from the hub
     pending: list[tuple[str, RequestId]] = field(default_factory=list)
+    auth_requests: list[AuthRequest] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     last: HubStats | None = None
     next_id: int = 0
@@ -186,13 +208,18 @@ def _pick_peer(world: World, reader: ByteReader) -> Peer | None:
 def _process(world: World, peer: Peer) -> None:
     """Act on a connection's events as the adapter does."""
     hub = world.hub
-    for event in peer.server.events_received():
+    events, peer.inbox = [*peer.inbox, *peer.smon.pull()], []
+    for event in events:
         if isinstance(event, TextMessage):
             for hub_event in hub.receive_text(peer.conn_id, event.data):
                 if isinstance(hub_event, CommandRequest):
                     if hub_event.conn_id != peer.conn_id:
                         raise AssertionError(f"command of another connection: {hub_event!r}")
                     world.pending.append((hub_event.conn_id, hub_event.request_id))
+                elif isinstance(hub_event, AuthRequest):
+                    if hub_event.conn_id != peer.conn_id or hub_event.refresh == peer.awaiting:
+                        raise AssertionError(f"auth request does not fit: {hub_event!r}")
+                    world.auth_requests.append(hub_event)
         elif isinstance(event, BinaryMessage):
             hub.receive_binary(peer.conn_id, event.data)
         elif isinstance(event, Closed):
@@ -202,20 +229,20 @@ def _process(world: World, peer: Peer) -> None:
                 raise AssertionError(f"{peer.conn_id} still registered after remove")
             if hub.pending_commands(peer.conn_id):
                 raise AssertionError(f"{peer.conn_id} keeps pending commands after remove")
-            del world.peers[peer.conn_id]
+            world.retired.append(world.peers.pop(peer.conn_id))
 
 
 def _drain(world: World, peer: Peer) -> None:
     """The client reads what the server queued, answers (pongs, close echo)."""
-    peer.client.receive_data(peer.server.data_to_send())
-    for event in peer.client.events_received():
+    peer.smon.sync()
+    for event in peer.cmon.receive(peer.smon.drain()):
         if isinstance(event, TextMessage):
             _check_envelope(event.data)
             peer.received += 1
     if peer.server.should_close_transport():
-        peer.server.receive_eof()
+        peer.inbox += peer.smon.receive_eof()
     else:
-        peer.server.receive_data(peer.client.data_to_send())
+        peer.to_server(peer.cmon.drain())
     _process(world, peer)
 
 
@@ -232,33 +259,93 @@ def _check_envelope(text: str) -> None:
         raise AssertionError(f"reply without ok / error without error: {text!r}")
 
 
+def _waiting_hosts(world: World) -> list[str | None]:
+    """Hosts of the connections the hub holds as waiting for an auth message."""
+    hub = world.hub
+    return [pending.host for pending in hub._registry.pending.values()]
+
+
 def _op_add(world: World, reader: ByteReader) -> None:
     hub = world.hub
     principal = reader.pick(PRINCIPALS)
     remote = reader.pick(HOSTS)
     host = remote[0] if isinstance(remote, tuple) else remote
-    admission = hub.admit(principal.id, host)
+    awaiting = reader.int_in_range(0, 3) == 0
+    admission = hub.admit(None if awaiting else principal.id, host)
     cfg = hub.config
-    same_principal = sum(1 for p in world.peers.values() if p.principal.id == principal.id)
+    held = len(hub.connections()) + len(hub._registry.pending)
+    same_principal = sum(1 for info in hub.connections() if info.principal.id == principal.id)
     same_host = sum(1 for info in hub.connections() if host is not None and info.host == host)
+    same_host += sum(1 for h in _waiting_hosts(world) if host is not None and h == host)
+    assert cfg.max_connections is not None
+    assert cfg.max_per_principal is not None
+    assert cfg.max_per_host is not None
     full = (
-        len(world.peers) >= cfg.max_connections
-        or same_principal >= cfg.max_per_principal
+        held >= cfg.max_connections
+        or (not awaiting and same_principal >= cfg.max_per_principal)
         or same_host >= cfg.max_per_host
     )
     if admission.ok == full:
         raise AssertionError(f"admission {admission!r} disagrees with the counts")
     if not admission.ok:
         return
-    server, client = open_pair(
+    smon, cmon = open_pair(
         world.clock, limits=world.limits, compression=reader.boolean(), principal=principal
     )
+    server, client = smon.server, cmon.client
     world.next_id += 1
     conn_id = f"c{world.next_id}"
+    if awaiting:
+        hub.add_unauthenticated(conn_id, server, remote=remote)
+        if hub.connection(conn_id) is not None:
+            raise AssertionError("a connection waiting for auth is listed as open")
+        peer = Peer(conn_id, Principal(""), server, client, smon, cmon, awaiting=True)
+        world.peers[conn_id] = peer
+        return
     info = hub.add(conn_id, server, principal=principal, remote=remote)
     if info.conn_id != conn_id or info.principal != principal:
         raise AssertionError(f"add returned {info!r}")
-    world.peers[conn_id] = Peer(conn_id, principal, server, client)
+    world.peers[conn_id] = Peer(conn_id, principal, server, client, smon, cmon)
+
+
+def _op_auth(world: World, reader: ByteReader) -> None:
+    """A client sends an ``auth`` message, or the driver decides a pending one."""
+    hub = world.hub
+    if reader.boolean() or not world.auth_requests:
+        peer = _pick_peer(world, reader)
+        if peer is None or peer.client.state is not State.OPEN:
+            return
+        envelope = {"message_type": "auth", "payload": {"token": reader.text(8) or "t"}}
+        ident = _request_id(reader)
+        if ident is not None:
+            envelope["id"] = ident
+        peer.cmon.send(json.dumps(envelope, ensure_ascii=True))
+        peer.to_server(peer.cmon.drain())
+        _process(world, peer)
+        return
+    request = world.auth_requests.pop(reader.int_in_range(0, len(world.auth_requests) - 1))
+    peer = world.peers.get(request.conn_id)
+    if reader.boolean():
+        hub.reject_auth(request.conn_id, request.request_id, reader.text(20))
+        if hub.connection(request.conn_id) is None and request.conn_id in hub._registry.pending:
+            raise AssertionError("a rejected waiting connection is still waiting")
+        return
+    principal = reader.pick(PRINCIPALS)
+    before = hub.connection(request.conn_id)
+    accepted = hub.authenticate(request.conn_id, principal, request.request_id)
+    info = hub.connection(request.conn_id)
+    if request.conn_id in hub._registry.pending:
+        raise AssertionError("authenticate left the connection waiting")
+    if accepted:
+        if info is None or info.principal != principal:
+            raise AssertionError(f"authenticate accepted but the hub holds {info!r}")
+        if before is not None and before.principal.id != principal.id:
+            raise AssertionError("a refresh switched principals")
+        if peer is not None:
+            peer.awaiting = False
+            peer.principal = principal
+    elif info is not None and before is None:
+        raise AssertionError("authenticate refused but registered the connection")
 
 
 def _op_client_text(world: World, reader: ByteReader) -> None:
@@ -266,8 +353,8 @@ def _op_client_text(world: World, reader: ByteReader) -> None:
     text = _envelope_text(reader)
     if peer is None or peer.client.state is not State.OPEN:
         return
-    peer.client.send_text(text)
-    peer.server.receive_data(peer.client.data_to_send())
+    peer.cmon.send(text)
+    peer.to_server(peer.cmon.drain())
     if reader.boolean():
         _process(world, peer)
 
@@ -277,8 +364,8 @@ def _op_client_binary(world: World, reader: ByteReader) -> None:
     data = reader.bytes(64)
     if peer is None or peer.client.state is not State.OPEN:
         return
-    peer.client.send_binary(data)
-    peer.server.receive_data(peer.client.data_to_send())
+    peer.cmon.send(data)
+    peer.to_server(peer.cmon.drain())
     _process(world, peer)
 
 
@@ -322,8 +409,9 @@ def _op_timers(world: World, reader: ByteReader) -> None:
             raise AssertionError("a deadline at or before now survives handle_timer")
     if reader.boolean():
         for peer in list(world.peers.values()):
-            peer.server.handle_timer(now)
-            peer.client.handle_timer(now)
+            peer.smon.sync()
+            peer.inbox += peer.smon.handle_timer(now)
+            peer.cmon.handle_timer(now)
 
 
 def _op_server_send(world: World, reader: ByteReader) -> None:
@@ -374,6 +462,12 @@ def _op_topic(world: World, reader: ByteReader) -> None:
     peer = _pick_peer(world, reader)
     if peer is None:
         return
+    if peer.awaiting:
+        try:
+            hub.subscribe(peer.conn_id, topic)
+        except LocalProtocolError:
+            return  # the driver's mistake: not an open, authenticated connection
+        raise AssertionError("a connection waiting for auth was subscribed")
     if kind == 1:
         hub.subscribe(peer.conn_id, topic)
         if peer.conn_id not in hub.subscribers(topic):
@@ -398,15 +492,16 @@ def _op_close(world: World, reader: ByteReader) -> None:
         hub.close_all()
     elif kind == 2:  # the client closes
         if peer.client.state is State.OPEN:
-            peer.client.close(reader.pick(CLOSE_CODES))
-            peer.server.receive_data(peer.client.data_to_send())
+            peer.cmon.close(reader.pick(CLOSE_CODES), "")
+            peer.to_server(peer.cmon.drain())
     elif kind == 3:  # the transport drops
-        peer.server.receive_eof()
+        peer.smon.sync()
+        peer.inbox += peer.smon.receive_eof()
     elif kind == 4:  # the driver removes an open connection early (idempotent)
         hub.remove(peer.conn_id)
         hub.remove(peer.conn_id)
         peer.registered = False
-        del world.peers[peer.conn_id]
+        world.retired.append(world.peers.pop(peer.conn_id))
     else:
         _process(world, peer)
 
@@ -420,6 +515,7 @@ def _op_drain(world: World, reader: ByteReader) -> None:
 
 OPS = (
     _op_add,
+    _op_auth,
     _op_client_text,
     _op_client_text,
     _op_client_text,
@@ -435,11 +531,19 @@ OPS = (
 
 
 def check_invariants(world: World) -> None:
-    """Everything the hub reports agrees with itself and with the harness."""
+    """Everything the hub reports agrees with itself and with the harness, and
+    every connection moved only along the core's transition table."""
     hub = world.hub
+    for peer in world.peers.values():
+        peer.smon.sync()
     infos = hub.connections()
     registered = {info.conn_id for info in infos}
-    expected = {c for c, p in world.peers.items() if p.registered}
+    waiting = set(hub._registry.pending)
+    if registered & waiting:
+        raise AssertionError(f"open and waiting at once: {registered & waiting}")
+    if not waiting <= {c for c, p in world.peers.items() if p.registered and p.awaiting}:
+        raise AssertionError(f"waiting connections the harness did not add so: {waiting}")
+    expected = {c for c, p in world.peers.items() if p.registered and not p.awaiting}
     if registered != expected:
         raise AssertionError(f"registry {sorted(registered)} != harness {sorted(expected)}")
     for info in infos:
@@ -452,6 +556,7 @@ def check_invariants(world: World) -> None:
     subscriptions = sum(len(info.subscriptions) for info in infos)
     principals = {info.principal.id for info in infos}
     hosts = {info.host for info in infos if info.host is not None}
+    hosts |= {h for h in _waiting_hosts(world) if h is not None}
     checks = {
         "connections": (footprint["connections"], stats.connections, len(infos)),
         "pending": (footprint["pending_commands"], stats.pending_commands, pending),
@@ -474,8 +579,14 @@ def check_invariants(world: World) -> None:
         raise AssertionError(f"drop counters of non-subscribers: {footprint}")
     if footprint["deadlines"] < footprint["pending_commands"]:
         raise AssertionError(f"pending commands without deadline: {footprint}")
-    if (hub.next_deadline() is None) != (pending == 0):
-        raise AssertionError(f"next_deadline {hub.next_deadline()} with {pending} pending")
+    deadline = hub.next_deadline()
+    expiring = any(info.principal.expires_at is not None for info in infos)
+    if pending and deadline is None:
+        raise AssertionError(f"no deadline with {pending} commands pending")
+    if deadline is not None and not (pending or waiting or expiring):
+        raise AssertionError(f"next_deadline {deadline} with nothing to time")
+    if footprint["awaiting_auth"] != len(waiting):
+        raise AssertionError(f"awaiting_auth disagrees: {footprint} {waiting}")
     if any(count <= 0 for count in stats.subscriptions.values()):
         raise AssertionError(f"empty topic in stats: {stats.subscriptions}")
     if world.last is not None:
@@ -512,7 +623,7 @@ def _make_world(reader: ByteReader) -> World:
         idle_timeout=reader.pick((None, 20.0)),
     )
     clock = FakeClock(100.0)
-    wall = FakeClock(1_700_000_000.0)
+    wall = FakeClock(WALL_START)
     outputs: list[str] = []
     hub = Hub(clock=clock, wall_clock=wall, config=config, on_output=outputs.append)
     hub.register_command("echo")
@@ -541,6 +652,8 @@ def _finish(world: World) -> None:
     for conn_id in list(world.peers):
         hub.remove(conn_id)
         world.peers[conn_id].registered = False
+    if hub._registry.pending:
+        raise AssertionError(f"waiting connections left after remove: {hub._registry.pending}")
     check_invariants(world)
     for conn_id, request_id in world.pending:
         if hub.reply(conn_id, request_id, None):
@@ -553,6 +666,13 @@ def _finish(world: World) -> None:
         raise AssertionError(f"stats not empty after removing everyone: {stats}")
     if hub.next_deadline() is not None or hub.handle_timer(world.clock.now + 1e6):
         raise AssertionError("timers left after removing everyone")
+    # Every transport ends: each connection reports its one Closed, and all
+    # that both sides wrote parses.
+    for peer in [*world.peers.values(), *world.retired]:
+        for monitor in (peer.smon, peer.cmon):
+            monitor.sync()
+            monitor.receive_eof()
+            monitor.finish()
 
 
 def test_one_input(data: bytes) -> None:

@@ -1,4 +1,9 @@
-"""Write each harness's ``seeds()`` into ``fuzz/corpus/<harness>/``."""
+"""Write each harness's ``seeds()`` into ``fuzz/corpus/<harness>/``.
+
+Run after changing a harness's input layout or its seeds:
+``python fuzz/make_corpus.py``. Stale ``seed_*`` files are removed; inputs
+that fuzzing found (``found_*``, ``regress_*``) are kept.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ def write_all() -> None:
         module = importlib.import_module(name)
         folder = HERE / "corpus" / name
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("seed_*"):
+            stale.unlink()
         for seed_name, data in module.seeds().items():
             (folder / f"seed_{seed_name}").write_bytes(data)
 

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +205,65 @@ async def test_hub_requires_a_token_by_default() -> None:
             served.url, additional_headers={"Authorization": "Bearer given"}
         ) as ws:
             assert (await recv(ws))["payload"]["principal"] == "token-0"
+
+
+async def test_serve_auth_message_and_close_refusals_with_a_browser_like_client() -> None:
+    """--auth-message: a client that cannot set headers authenticates by its
+    first message; --refusal close: a wrong token is told apart (4401)."""
+    async with serving("--token", "given", "--auth-message", "--refusal", "close") as served:
+        async with ws_connect(served.url, subprotocols=[Subprotocol("wshub.v1")]) as ws:
+            await ws.send(
+                json.dumps({"message_type": "auth", "id": 1, "payload": {"token": "given"}})
+            )
+            reply = await recv(ws)
+            assert (reply["id"], reply["ok"], reply["payload"]["principal"]) == (1, True, "token-0")
+            assert (await recv(ws))["message_type"] == "welcome"
+        async with ws_connect(served.url) as ws:
+            await ws.send(json.dumps({"message_type": "auth", "payload": {"token": "nope"}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1008,
+                "invalid bearer token",
+            )
+        async with ws_connect(
+            served.url, additional_headers={"Authorization": "Bearer nope"}
+        ) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                4401,
+                "invalid bearer token",
+            )
+
+
+async def test_serve_lets_many_clients_share_its_token() -> None:
+    """The CLI's token is a shared secret, not a user: no per-principal bound,
+    and loopback clients are not bounded per address (only the total is)."""
+    async with serving("--token", "shared") as served:
+        headers = {"Authorization": "Bearer shared"}
+        clients = []
+        try:
+            for _ in range(250):  # past the library's 100 per principal and 200 per host
+                ws = await ws_connect(served.url, additional_headers=headers)
+                clients.append(ws)
+                assert (await recv(ws))["message_type"] == "welcome"
+        finally:
+            for ws in clients:
+                await ws.close()
+
+
+def test_serve_raises_its_descriptor_limit() -> None:
+    import resource
+
+    from wshub.cli import raise_descriptor_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        assert raise_descriptor_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

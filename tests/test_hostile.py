@@ -52,7 +52,7 @@ MAX_ENVELOPE = 256 * 1024  # HubConfig.max_envelope_size
 MAX_DEPTH = 32  # HubConfig.max_depth
 MAX_ERRORS = 10  # HubConfig.max_errors
 BURST = 1000  # HubConfig.message_burst
-MAX_PER_PRINCIPAL = 100  # HubConfig.max_per_principal
+MAX_CONNECTIONS = 100  # serve --max-connections (the CLI has no per-principal bound)
 CANARY_CONNECTIONS = 2  # the canary's subscriber and publisher
 RSS_GROWTH_BOUND_KIB = 30 * 1024
 # RFC 6455 §7.4.1 plus the IANA-registered 1012-1014: what a peer may send.
@@ -74,7 +74,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[HostileHub]:
-    with running_hub("--compression") as running:
+    with running_hub("--compression", "--max-connections", str(MAX_CONNECTIONS)) as running:
         yield running
 
 
@@ -669,22 +669,22 @@ def _parse_server_stream(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
     return frames, False
 
 
-async def test_connection_flood_past_the_principal_limit_gets_429(hub: HostileHub) -> None:
-    """``max_per_principal`` (100) with the canary's two connections in: 98
-    more are accepted, the next gets 429 + Retry-After; when they go, the
+async def test_connection_flood_past_the_total_limit_gets_503(hub: HostileHub) -> None:
+    """``--max-connections 100`` with the canary's two connections in: 98
+    more are accepted, the next gets 503 + Retry-After; when they go, the
     count falls back and a new connection is accepted again."""
     port = hub.port
     await wait_for_metric(port, "wshub_connections", CANARY_CONNECTIONS)
     streams = []
     try:
-        for _ in range(MAX_PER_PRINCIPAL - CANARY_CONNECTIONS):
+        for _ in range(MAX_CONNECTIONS - CANARY_CONNECTIONS):
             probe = Probe(await anyio.connect_tcp("127.0.0.1", port), port)
             streams.append(probe.stream)
             await probe.upgrade()
-        await wait_for_metric(port, "wshub_connections", MAX_PER_PRINCIPAL)
+        await wait_for_metric(port, "wshub_connections", MAX_CONNECTIONS)
         async with Probe.open(port) as extra:
             response = await extra.request(upgrade_request(port))
-            assert response.status == 429, response
+            assert response.status == 503, response
             assert int(response.headers["retry-after"]) > 0, response
         hub.assert_healthy()  # the canary is served while the server is full
     finally:

@@ -191,8 +191,10 @@ async def test_tiny_fragments_do_not_multiply_memory() -> None:
 
 
 async def test_repeated_failed_auth_gets_429() -> None:
-    """200 wrong-token attempts in a row from one address: at least one gets
-    429 with Retry-After; the canary (authenticated before) is unaffected."""
+    """200 wrong-token attempts in a row from one address: the first 100
+    (``auth_failure_burst``) get 401, later ones 429 with Retry-After (a few
+    may get 401 again as the bucket refills at 1/s); the canary
+    (authenticated before) is unaffected."""
     with running_hub() as own:
         port = own.port
         statuses: list[int] = []
@@ -204,8 +206,9 @@ async def test_repeated_failed_auth_gets_429() -> None:
                 if response.status == 429:
                     retry_after.append(response.headers.get("retry-after", ""))
         own.assert_healthy()
+        assert statuses[:100] == [401] * 100, statuses
         assert set(statuses) <= {401, 429}, statuses
-        assert 429 in statuses, "200 failed attempts, never a 429"
+        assert statuses.count(429) >= 50, statuses
         assert all(value.isdigit() and int(value) > 0 for value in retry_after), retry_after
 
 

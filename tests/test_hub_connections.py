@@ -172,3 +172,34 @@ def test_client_connections_work_as_hub_connections_only_if_open() -> None:
     client = ClientConnection(host="x", clock=h.clock)
     with pytest.raises(LocalProtocolError):
         h.hub.add("cl", client, principal=Principal("p"))
+
+
+def test_loopback_clients_are_bounded_by_the_total_not_per_host() -> None:
+    h = HubHarness(HubConfig(max_connections=5, max_per_host=2, max_per_principal=None))
+    for i in range(5):
+        assert h.hub.admit("alice", "127.0.0.1").ok
+        h.connect("alice", remote=("127.0.0.1", 1000 + i))
+    refused = h.hub.admit("alice", "::1")
+    assert (refused.ok, refused.status) == (False, 503)
+
+
+def test_limits_can_be_disabled() -> None:
+    h = HubHarness(HubConfig(max_connections=None, max_per_principal=None, max_per_host=None))
+    for i in range(300):
+        assert h.hub.admit("alice", "10.0.0.1").ok
+        h.connect("alice", remote=("10.0.0.1", i))
+
+
+def test_adapter_bounds_the_total_by_the_descriptor_limit() -> None:
+    import resource
+
+    from wshub.adapters.hub import HubHandler, descriptor_budget
+    from wshub.core.auth import AccessPolicy
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = descriptor_budget()
+    assert 0 < budget < soft
+    handler = HubHandler(AccessPolicy(require_auth=False))
+    assert handler.hub.config.max_connections == budget
+    explicit = HubHandler(AccessPolicy(require_auth=False), config=HubConfig(max_connections=7))
+    assert explicit.hub.config.max_connections == 7

@@ -134,6 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo", action="store_true", help="echo every message unchanged (conformance mode)"
     )
     serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="open connections in total; beyond, 503 (default: from the descriptor limit, "
+        "which serve raises to its hard limit)",
+    )
+    serve.add_argument(
+        "--max-per-principal",
+        type=_positive_int,
+        metavar="N",
+        help="open connections per principal; beyond, 429 (default: no bound, since "
+        "static tokens are shared secrets rather than users)",
+    )
+    serve.add_argument(
+        "--max-per-host",
+        type=_positive_int,
+        default=HubConfig().max_per_host,
+        metavar="N",
+        help="open connections per non-loopback address; beyond, 429 (default 200)",
+    )
+    serve.add_argument(
         "--handshake-timeout",
         type=_positive_float,
         default=Limits().handshake_timeout,
@@ -382,7 +403,12 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
         # A demo/dev hub: every authenticated client may subscribe to and
         # publish on any topic ("all"), so ``wshub publish`` needs no subscription.
         default_topic=TopicPolicy(publish="all", subscribe="all"),
-        config=HubConfig(auth_timeout=args.auth_timeout),
+        config=HubConfig(
+            auth_timeout=args.auth_timeout,
+            max_connections=args.max_connections,
+            max_per_principal=args.max_per_principal,
+            max_per_host=args.max_per_host,
+        ),
         metrics=args.metrics,
         auth_message=args.auth_message,
         refusal=args.refusal,
@@ -404,8 +430,28 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
     return server
 
 
+def raise_descriptor_limit() -> int:
+    """Raise the soft open-files limit to the hard one (servers hold one per
+    client; the common soft default of 1024 is far below what a hub serves)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from .adapters import EchoHandler, WebSocketServer
+
+    raise_descriptor_limit()
 
     policy = _policy(args)
     limits = Limits(
