@@ -68,7 +68,10 @@ class TokenBucket:
         """Seconds from ``now`` until ``n`` units are there (``inf`` if ``n > burst``)."""
         if n > self.burst:
             return math.inf
-        return max(0.0, (n - self.level(now)) / self.rate)
+        missing = n - self.level(now)
+        if missing <= _EPSILON:  # ``take`` would succeed now
+            return 0.0
+        return missing / self.rate
 
 
 class KeyedLimiter:
