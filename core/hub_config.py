@@ -59,7 +59,7 @@ class HubConfig:
         ``message_burst``). A message beyond it is not processed: the client
         gets a ``rate_limited`` error, which counts toward ``max_errors``
         (so a sustained flood is closed with 1008). ``message_rate=None``
-        disables the limit. Defaults 500/s and 1000.
+        disables the limit. Defaults 1000/s and 2000.
     ``auth_failure_rate`` / ``auth_failure_burst``
         Failed authentications (401) allowed per remote address: a bucket of
         ``auth_failure_burst`` refilled at ``auth_failure_rate`` per second.
@@ -84,8 +84,8 @@ class HubConfig:
     accept_binary: bool = False
     send_welcome: bool = True
     auth_timeout: float = 10.0
-    message_rate: float | None = 500.0
-    message_burst: int = 1000
+    message_rate: float | None = 1000.0
+    message_burst: int = 2000
     auth_failure_rate: float | None = 1.0
     auth_failure_burst: int = 100
 

@@ -51,7 +51,7 @@ MAX_HEAD = 16 * 1024  # Limits.max_head_size
 MAX_ENVELOPE = 256 * 1024  # HubConfig.max_envelope_size
 MAX_DEPTH = 32  # HubConfig.max_depth
 MAX_ERRORS = 10  # HubConfig.max_errors
-BURST = 1000  # HubConfig.message_burst
+BURST = 2000  # HubConfig.message_burst
 MAX_CONNECTIONS = 100  # serve --max-connections (the CLI has no per-principal bound)
 CANARY_CONNECTIONS = 2  # the canary's subscriber and publisher
 RSS_GROWTH_BOUND_KIB = 30 * 1024
@@ -556,7 +556,7 @@ async def test_ten_errors_are_tolerated_the_eleventh_closes_1008(port: int) -> N
 
 
 async def test_a_burst_of_max_burst_messages_is_served_in_full(port: int) -> None:
-    """The token bucket starts full: 1000 messages at once are all handled."""
+    """The token bucket starts full: 2000 messages at once are all handled."""
     quiet = text_frame({"message_type": "unsubscribe", "topic": "nothing"})  # no reply
     last = text_frame({"message_type": "whoami", "id": "last"})
     async with Probe.open(port) as probe:
@@ -568,8 +568,8 @@ async def test_a_burst_of_max_burst_messages_is_served_in_full(port: int) -> Non
 
 
 async def test_message_flood_gets_rate_limited_then_1008(port: int) -> None:
-    """8000 messages at once: 1000 of burst, then 500/s; the server handles
-    them far faster than 14 s, so the bucket runs dry whatever the load."""
+    """8000 messages at once: 2000 of burst, then 1000/s; the server handles
+    them far faster than 6 s, so the bucket runs dry whatever the load."""
     quiet = text_frame({"message_type": "unsubscribe", "topic": "nothing"})
     async with Probe.open(port) as probe:
         await probe.upgrade()
