@@ -478,11 +478,15 @@ class HubHandler(Handler, HubOperations):
         session.abort()
 
 
+_DESCRIPTOR_HEADROOM = 100  # listeners, logs, worker threads, the 503s themselves
+
+
 def descriptor_budget() -> int:
     """Connections this process can hold while keeping descriptors to answer 503.
 
-    The soft ``RLIMIT_NOFILE`` minus headroom for listeners, logs, threads
-    and the refusals themselves; 10 000 where the limit cannot be read.
+    The soft ``RLIMIT_NOFILE`` minus 100 descriptors of headroom for
+    listeners, logs, threads and the refusals themselves; 10 000 where the
+    limit cannot be read.
     """
     try:
         import resource
@@ -491,7 +495,7 @@ def descriptor_budget() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 100_000
-    return max(1, soft - 64 - soft // 50)
+    return max(1, soft - _DESCRIPTOR_HEADROOM)
 
 
 def _target(session: ServerSession) -> str:
