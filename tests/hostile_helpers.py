@@ -77,9 +77,8 @@ _MASK = b"\x5a\x13\xc7\x2e"
 class HealthError(Exception):
     """The server died or the canary missed a message.
 
-    Deliberately not an ``AssertionError``: the pending suite marks tests
-    ``xfail(raises=AssertionError)`` for answers not merged yet, and a sick
-    server or canary must never pass for an expected failure.
+    Deliberately not an ``AssertionError``: a wrong answer to a probe and a
+    sick server or canary are different failures, and reports keep them apart.
     """
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import inspect
 import os
 import stat
 import subprocess
@@ -315,22 +314,6 @@ def test_host_flags_are_exclusive() -> None:
     assert "not allowed with argument" in result.stderr
 
 
-def _servers_take_allowed_hosts() -> bool:
-    from wshub.adapters import HubServer, WebSocketServer
-
-    return all(
-        "allowed_hosts" in inspect.signature(cls.__init__).parameters
-        for cls in (HubServer, WebSocketServer)
-    )
-
-
-needs_adapter = pytest.mark.xfail(
-    not _servers_take_allowed_hosts(),
-    reason="HubServer/WebSocketServer(allowed_hosts=...) is the lead's adapters part",
-    strict=True,
-)
-
-
 def status_for_host(url: str, host: str) -> tuple[int, bytes]:
     parts = urlsplit(url)
     assert parts.hostname is not None
@@ -345,7 +328,6 @@ def status_for_host(url: str, host: str) -> tuple[int, bytes]:
         conn.close()
 
 
-@needs_adapter
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode_args", [[], ["--echo", "--no-auth"]])
 async def test_serve_on_loopback_refuses_foreign_hosts_by_default(mode_args: list[str]) -> None:
@@ -357,7 +339,6 @@ async def test_serve_on_loopback_refuses_foreign_hosts_by_default(mode_args: lis
         assert status != 403
 
 
-@needs_adapter
 @pytest.mark.anyio
 async def test_serve_allow_host_and_any_host() -> None:
     async with serving("--allow-host", "app.test") as served:
