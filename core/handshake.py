@@ -61,6 +61,13 @@ class HandshakeFailure:
 
 def decode_headers(raw: list[tuple[bytes, bytes]] | h11._headers.Headers) -> Headers:
     """h11 headers (lower-cased names) as latin-1 strings."""
+    if isinstance(raw, h11._headers.Headers):
+        # raw_items() is a plain list; iterating Headers itself goes through
+        # Sequence.__getitem__ once per header (a hot spot of handshakes).
+        return tuple(
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in raw.raw_items()
+        )
     return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 

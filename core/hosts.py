@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ["is_loopback", "loopback_hosts", "normalize_hosts"]
+__all__ = ["HostAllowlist", "is_loopback", "loopback_hosts", "normalize_hosts"]
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # RFC 9110 §7.2 / RFC 6455 §3: Host omits the port only when it is the scheme's
@@ -32,7 +32,7 @@ def loopback_hosts(port: int) -> frozenset[str]:
     hosts = {f"{name}:{port}" for name in _LOOPBACK_NAMES}
     if port in _DEFAULT_PORTS:
         hosts.update(_LOOPBACK_NAMES)
-    return frozenset(hosts)
+    return HostAllowlist(hosts)
 
 
 def is_loopback(bind_host: str) -> bool:
@@ -61,6 +61,8 @@ def normalize_hosts(hosts: Iterable[str]) -> frozenset[str]:
 
     A bare string is refused (iterating it would allow single characters).
     """
+    if isinstance(hosts, HostAllowlist):
+        return hosts  # normalized once: shared by every connection, not re-checked
     if isinstance(hosts, str | bytes):
         raise TypeError("allowed_hosts must be a collection of host[:port] strings, not one string")
     out: set[str] = set()
@@ -68,6 +70,11 @@ def normalize_hosts(hosts: Iterable[str]) -> frozenset[str]:
         if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
             raise ValueError(f"not a host[:port] value: {host!r}")
         out.add(host.strip().lower())
-    if isinstance(hosts, frozenset) and hosts == out:
-        return hosts  # already normalized: shared, not copied per connection
-    return frozenset(out)
+    return HostAllowlist(out)
+
+
+class HostAllowlist(frozenset[str]):
+    """A normalized allowlist (what ``normalize_hosts`` returns): passing it
+    again costs nothing, so a server builds it once for all connections."""
+
+    __slots__ = ()

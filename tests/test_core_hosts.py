@@ -182,3 +182,16 @@ def test_exactly_the_listed_hosts_pass_case_insensitively(
         assert (kind, status) == (HandshakeRequest, None)
     else:
         assert (kind, status) == (Closed, 403)
+
+
+def test_a_normalized_allowlist_is_shared_not_rebuilt() -> None:
+    from wshub.core import ServerConnection
+    from wshub.core.hosts import HostAllowlist
+
+    allowlist = normalize_hosts(["LocalHost:8000", " 127.0.0.1:8000 "])
+    assert isinstance(allowlist, HostAllowlist)
+    assert allowlist == {"localhost:8000", "127.0.0.1:8000"}
+    assert normalize_hosts(allowlist) is allowlist
+    loopback = loopback_hosts(8000)
+    conn = ServerConnection(clock=lambda: 0.0, allowed_hosts=loopback)
+    assert conn.allowed_hosts is loopback
