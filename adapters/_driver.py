@@ -32,7 +32,7 @@ from anyio.abc import ByteStream
 
 from ..core import Connection, Event, State
 
-__all__ = ["READ_SIZE", "Driver"]
+__all__ = ["READ_SIZE", "Driver", "dispatch_received"]
 
 READ_SIZE = 64 * 1024
 """Bytes asked of the transport per read: large enough for big messages,
@@ -46,6 +46,24 @@ _TRANSPORT_ERRORS = (
 )
 
 Dispatch = Callable[[Event], Awaitable[None]]
+
+
+async def dispatch_received(
+    core: Connection, dispatch: Dispatch, notify: Callable[[], None]
+) -> bool:
+    """Hand every event the core has to ``dispatch``, in order; True once the
+    connection is closed (its ``Closed`` event among those dispatched).
+
+    Sends made by the handlers notified already; ``notify`` after each batch
+    covers what the core did by itself (pongs, close echoes, failures).
+    """
+    events = core.events_received()
+    while events:
+        for event in events:
+            await dispatch(event)
+        notify()
+        events = core.events_received()
+    return core.state is State.CLOSED
 
 
 class Driver:
@@ -147,15 +165,7 @@ class Driver:
         core = self.core
         stream = self.stream
         while True:
-            events = core.events_received()
-            while events:
-                for event in events:
-                    await self._dispatch(event)
-                # Sends made by the handlers notified already; this one covers
-                # what the core did by itself (pongs, close echoes, failures).
-                self.notify()
-                events = core.events_received()
-            if core.state is State.CLOSED:
+            if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
                 if self._eof or self._stop_reading:
                     return

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from ..core import Connection, State
-from ._driver import READ_SIZE, Dispatch
+from ._driver import READ_SIZE, Dispatch, dispatch_received
 from ._scheduler import Scheduler
 
 __all__ = ["SocketDriver"]
@@ -350,15 +350,7 @@ class SocketDriver:
         sock = self.sock
         ready = True  # data may be waiting: try reading before waiting
         while True:
-            events = core.events_received()
-            while events:
-                for event in events:
-                    await self._dispatch(event)
-                # Sends made by the handlers notified already; this one covers
-                # what the core did by itself (pongs, close echoes, failures).
-                self.notify()
-                events = core.events_received()
-            if core.state is State.CLOSED:
+            if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
                 if self._eof or self._stop_reading:
                     return
