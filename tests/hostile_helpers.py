@@ -25,14 +25,15 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import SocketStream
+from conftest import RawClient
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -545,27 +546,17 @@ class CloseFrame:
 _EOF_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError)
 
 
-class Probe:
-    """One raw TCP connection: send exact bytes, parse what comes back by hand.
+class Probe(RawClient):
+    """One raw TCP connection: send exact bytes, parse what comes back by hand
+    (``RawClient`` of the adapter tests, plus the hostile suite's readers).
 
-    Every read is bounded by ``READ_TIMEOUT`` (a hang guard).
+    Every read is bounded by ``READ_TIMEOUT`` (a hang guard); a reset counts
+    as the end of the stream, since probes provoke them.
     """
 
     def __init__(self, stream: SocketStream, port: int) -> None:
-        self.stream = stream
-        self.port = port
-        self.buffer = bytearray()
+        super().__init__(stream, port)
         self.deflate = False  # permessage-deflate negotiated
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, port: int) -> AsyncIterator[Probe]:
-        stream = await anyio.connect_tcp("127.0.0.1", port)
-        async with stream:
-            yield cls(stream, port)
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send(data)
 
     async def _fill(self) -> bool:
         try:
@@ -575,36 +566,18 @@ class Probe:
         self.buffer += chunk
         return True
 
-    async def _exact(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            if not await self._fill():
-                raise EOFError(f"EOF with {len(self.buffer)} of {n} bytes")
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
-
-    async def read_response(self) -> Response:
+    async def read_http(self) -> Response:
         """An HTTP response head (and its Content-Length body unless 101)."""
         with anyio.fail_after(READ_TIMEOUT):
-            while b"\r\n\r\n" not in self.buffer:
-                if not await self._fill():
-                    raise EOFError(f"EOF before the end of the HTTP head: {bytes(self.buffer)!r}")
-            end = self.buffer.index(b"\r\n\r\n")
-            status_line, *lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-            del self.buffer[: end + 4]
-            headers: dict[str, str] = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            status = int(status_line.split()[1])
+            status, headers = await self.read_head()
             body = b""
             if status != 101:
-                body = await self._exact(int(headers.get("content-length", "0")))
+                body = await self.read_exact(int(headers.get("content-length", "0")))
             return Response(status, headers, body)
 
     async def request(self, data: bytes) -> Response:
         await self.send(data)
-        return await self.read_response()
+        return await self.read_http()
 
     async def upgrade(self, **kwargs: Any) -> dict[str, Any]:
         """Complete a handshake (``upgrade_request`` arguments); return the welcome."""
@@ -621,14 +594,14 @@ class Probe:
 
     async def recv_frame(self) -> Frame:
         with anyio.fail_after(READ_TIMEOUT):
-            first, second = await self._exact(2)
+            first, second = await self.read_exact(2)
             assert not second & 0x80, "server frames must not be masked"
             length = second & 0x7F
             if length == 126:
-                (length,) = struct.unpack("!H", await self._exact(2))
+                (length,) = struct.unpack("!H", await self.read_exact(2))
             elif length == 127:
-                (length,) = struct.unpack("!Q", await self._exact(8))
-            payload = await self._exact(length)
+                (length,) = struct.unpack("!Q", await self.read_exact(8))
+            payload = await self.read_exact(length)
             return Frame(bool(first & 0x80), (first >> 4) & 7, first & 0x0F, payload)
 
     async def recv_json(self) -> dict[str, Any]:
