@@ -31,6 +31,7 @@ import anyio
 from anyio.abc import ByteStream
 
 from ..core import Connection, Event, State
+from ._clock import current_time
 
 __all__ = ["READ_SIZE", "Driver", "dispatch_received"]
 
@@ -103,7 +104,7 @@ class Driver:
         core = self.core
         self._wake.set()
         if self._close_by == math.inf and core.should_close_transport():
-            self._set_close_by(anyio.current_time() + core.limits.close_timeout)
+            self._set_close_by(current_time() + core.limits.close_timeout)
         scope = self._timer_scope
         if scope is not None:
             deadline = core.next_deadline()
@@ -121,7 +122,7 @@ class Driver:
 
     def abort(self) -> None:
         """Give up on flushing and on the peer: close the transport now."""
-        self._set_close_by(anyio.current_time())
+        self._set_close_by(current_time())
         self._wake.set()
 
     async def wait_room(self, size: int, high_water: int) -> None:
@@ -211,7 +212,7 @@ class Driver:
                 if core.should_close_transport():
                     await self._half_close()
                     return
-                if self._close_by <= anyio.current_time():
+                if self._close_by <= current_time():
                     return
                 self._progress.set()
                 self._progress = anyio.Event()
@@ -224,7 +225,7 @@ class Driver:
 
     async def _half_close(self) -> None:
         """Send FIN and let the reader wait for the peer's; else stop reading."""
-        if self._close_by > anyio.current_time():
+        if self._close_by > current_time():
             try:
                 await self.stream.send_eof()
                 return

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from ._clock import current_time
+
 __all__ = ["Scheduled", "Scheduler"]
 
 logger = logging.getLogger("wshub.server")
@@ -100,7 +102,7 @@ class Scheduler:
                 self._scope = scope
                 await anyio.sleep_forever()
             self._scope = None
-            now = anyio.current_time()
+            now = current_time()
             heap = self._heap
             while heap and heap[0][0] <= now:
                 entry = heapq.heappop(heap)

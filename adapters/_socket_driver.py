@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from ..core import Connection, State
+from ._clock import current_time
 from ._driver import READ_SIZE, Dispatch, dispatch_received
 from ._scheduler import Scheduler
 
@@ -120,7 +121,7 @@ class SocketDriver:
             self._dirty = True
             self._scheduler.flush_soon(self)
         if self._close_by == math.inf and core.should_close_transport():
-            self._set_close_by(anyio.current_time() + core.limits.close_timeout)
+            self._set_close_by(current_time() + core.limits.close_timeout)
         deadline = core.next_deadline()
         if deadline is not None and deadline < self._armed:
             self._arm(deadline)
@@ -135,7 +136,7 @@ class SocketDriver:
 
     def abort(self) -> None:
         """Give up on flushing and on the peer: close the transport now."""
-        self._set_close_by(anyio.current_time())
+        self._set_close_by(current_time())
         self._pending = b""
 
     async def wait_room(self, size: int, high_water: int) -> None:
@@ -159,7 +160,7 @@ class SocketDriver:
         self.core.handle_timer()
         self.notify()
         if self._close_by != math.inf:
-            if self._close_by <= anyio.current_time():
+            if self._close_by <= current_time():
                 if self._waiting:
                     self._wake_reader()
             elif self._close_by < self._armed:
@@ -207,7 +208,7 @@ class SocketDriver:
             self._send_scope.deadline = when
         if self._recv_scope is not None:
             self._recv_scope.deadline = when
-        elif self._waiting and when <= anyio.current_time():
+        elif self._waiting and when <= current_time():
             self._wake_reader()
 
     def _made_progress(self) -> None:
@@ -225,7 +226,7 @@ class SocketDriver:
     def _half_close(self) -> None:
         """Send FIN and let the reader wait for the peer's."""
         self._half_closed = True
-        if self._close_by > anyio.current_time():
+        if self._close_by > current_time():
             try:
                 self.sock.shutdown(socket.SHUT_WR)
                 return
@@ -363,7 +364,7 @@ class SocketDriver:
                     continue
                 except OSError:
                     data = b""
-            elif self._close_by != math.inf and self._close_by <= anyio.current_time():
+            elif self._close_by != math.inf and self._close_by <= current_time():
                 data = b""  # the close deadline passed: give up on the peer
             elif self._loop is not None:
                 # asyncio: the socket stays registered between waits and the loop's

@@ -32,6 +32,7 @@ from ..core import (
     TextMessage,
 )
 from ..core.deflate import deflate_bound
+from ._clock import current_time
 from ._driver import Driver
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
 
@@ -243,7 +244,7 @@ async def connect(
                     headers=extra,
                     compression=compression,
                     limits=limits,
-                    clock=anyio.current_time,
+                    clock=current_time,
                 )
                 session = ClientSession(core, stream, max_queue=max_queue)
                 tg.start_soon(session._run)

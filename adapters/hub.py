@@ -61,6 +61,7 @@ from ..core.ratelimit import KeyedLimiter
 from ..core.redact import redact_query
 from ..core.registry import ConnectionInfo, remote_host
 from ..core.topics import TopicPolicy
+from ._clock import current_time
 from .handler import Accept, Handler, HttpResponse
 from .hub_commands import CommandRunner, log_conn
 from .hub_context import (
@@ -173,7 +174,7 @@ class HubHandler(Handler, HubOperations):
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.hub = Hub(
-            clock=anyio.current_time,
+            clock=current_time,
             wall_clock=time.time,
             config=config,
             on_output=self._wake,
@@ -279,7 +280,7 @@ class HubHandler(Handler, HubOperations):
         limiter = self._auth_failures
         if limiter is None or host is None:
             return None
-        wait = limiter.retry_after(host, anyio.current_time())
+        wait = limiter.retry_after(host, current_time())
         if wait <= 0:
             return None
         retry = (("Retry-After", str(max(1, math.ceil(wait)))),)
@@ -287,7 +288,7 @@ class HubHandler(Handler, HubOperations):
 
     def _auth_failed(self, host: str | None) -> None:
         if self._auth_failures is not None and host is not None:
-            self._auth_failures.take(host, anyio.current_time())
+            self._auth_failures.take(host, current_time())
 
     async def _authenticate(
         self, session: ServerSession, request: HandshakeRequest
@@ -421,7 +422,7 @@ class HubHandler(Handler, HubOperations):
             self.hub.reject_auth(conn_id, request.request_id, "auth messages are not supported")
             return
         decision: object = Denial(401, "authentication timeout")
-        with anyio.move_on_after(max(0.0, request.deadline - anyio.current_time())):
+        with anyio.move_on_after(max(0.0, request.deadline - current_time())):
             try:
                 result = self.auth.verify_token(request.token)
                 decision = await result if inspect.isawaitable(result) else result

@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ..core.envelope import ErrorCode, RequestId
 from ..core.hub import Hub
 from ..core.hub_events import CommandExpired
+from ._clock import current_time
 from .hub_context import CommandContext, CommandError, CommandHandler
 
 __all__ = ["CommandRunner", "log_conn", "logger"]
@@ -177,7 +178,7 @@ class CommandRunner:
                 self._timer_scope = scope
                 await anyio.sleep_forever()
             self._timer_scope = None
-            for event in self.hub.handle_timer(anyio.current_time()):
+            for event in self.hub.handle_timer(current_time()):
                 if isinstance(event, CommandExpired):
                     log_conn(logging.WARNING, event.conn_id, "command %r timed out", event.name)
                     running = self._running.pop((event.conn_id, event.request_id), None)

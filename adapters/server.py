@@ -26,6 +26,7 @@ from anyio.streams.tls import TLSStream
 
 from ..core import Limits, ServerConnection
 from ..core.hosts import is_loopback, loopback_hosts, normalize_hosts
+from ._clock import current_time
 from ._scheduler import Scheduler
 from .handler import Handler
 from .session import ServerSession
@@ -236,7 +237,7 @@ class WebSocketServer:
             core = ServerConnection(
                 limits=self.limits,
                 compression=self.compression,
-                clock=anyio.current_time,
+                clock=current_time,
                 allowed_hosts=self.allowed_hosts,
             )
             session = ServerSession(

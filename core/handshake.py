@@ -1,8 +1,8 @@
 """The opening handshake rules of RFC 6455 §4, as pure functions.
 
-h11 parses the HTTP head; these functions decide whether it is a valid
-WebSocket upgrade and build the answers. They are separate from the state
-machine so each rule can be tested on its own.
+``http_head`` (or h11) parses the HTTP head; these functions decide whether
+it is a valid WebSocket upgrade and build the answers. They are separate
+from the state machine so each rule can be tested on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import h11
 from wsproto.utilities import generate_accept_token
 
 from .events import HandshakeRequest, Headers
+from .http_head import RequestHead
 
 __all__ = [
     "HandshakeFailure",
@@ -73,15 +74,7 @@ def decode_headers(raw: list[tuple[bytes, bytes]] | h11._headers.Headers) -> Hea
 
 def split_tokens(headers: Headers, name: str) -> list[str]:
     """All comma-separated values of header ``name``, stripped, empty ones dropped."""
-    out: list[str] = []
-    for hname, value in headers:
-        if hname == name:
-            out.extend(item.strip() for item in value.split(",") if item.strip())
-    return out
-
-
-def _values(headers: Headers, name: str) -> list[str]:
-    return [value for hname, value in headers if hname == name]
+    return _tokens([value for hname, value in headers if hname == name])
 
 
 def is_upgrade_request(headers: Headers) -> bool:
@@ -94,34 +87,59 @@ def accept_token(key: str) -> str:
     return generate_accept_token(key.encode("ascii")).decode("ascii")
 
 
-def parse_upgrade_request(
-    request: h11.Request,
-) -> tuple[HandshakeRequest, str] | HandshakeFailure:
+_UPGRADE_FIELDS = frozenset(
+    {
+        "host",
+        "connection",
+        "transfer-encoding",
+        "content-length",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "origin",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+_NONE: list[str] = []
+
+
+def _tokens(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def parse_upgrade_request(request: RequestHead) -> tuple[HandshakeRequest, str] | HandshakeFailure:
     """Validate an upgrade request (RFC 6455 §4.2.1); return it and its key."""
-    headers = decode_headers(request.headers)
-    method = request.method.decode("ascii", "replace")
-    if method != "GET":
+    headers = request.headers
+    if request.method != "GET":
         return HandshakeFailure(405, "WebSocket upgrade requires GET", (("Allow", "GET"),))
-    if request.http_version != b"1.1":
+    if request.http_version != "1.1":
         return HandshakeFailure(400, "WebSocket upgrade requires HTTP/1.1")
-    hosts = _values(headers, "host")
+    # One pass over the headers for every field the rules below look at.
+    fields: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in _UPGRADE_FIELDS:
+            if name in fields:
+                fields[name].append(value)
+            else:
+                fields[name] = [value]
+    hosts = fields.get("host", _NONE)
     if len(hosts) != 1 or not hosts[0].strip():
         return HandshakeFailure(400, "missing or repeated Host header")
-    if not any(t.lower() == "upgrade" for t in split_tokens(headers, "connection")):
+    if not any(t.lower() == "upgrade" for t in _tokens(fields.get("connection", _NONE))):
         return HandshakeFailure(400, "Connection header must contain 'Upgrade'")
-    if _values(headers, "transfer-encoding") or any(
-        v.strip() != "0" for v in _values(headers, "content-length")
+    if "transfer-encoding" in fields or any(
+        v.strip() != "0" for v in fields.get("content-length", _NONE)
     ):
         # A body would be read as frames by us and skipped by a proxy (or the
         # reverse): the two would disagree on where the frames start.
         return HandshakeFailure(400, "WebSocket upgrade must not have a body")
-    versions = _values(headers, "sec-websocket-version")
+    versions = fields.get("sec-websocket-version", _NONE)
     version_header = (("Sec-WebSocket-Version", WEBSOCKET_VERSION),)
     if not versions:
         return HandshakeFailure(400, "missing Sec-WebSocket-Version", version_header)
     if len(versions) != 1 or versions[0].strip() != WEBSOCKET_VERSION:
         return HandshakeFailure(426, "unsupported Sec-WebSocket-Version", version_header)
-    keys = _values(headers, "sec-websocket-key")
+    keys = fields.get("sec-websocket-key", _NONE)
     if len(keys) != 1:
         return HandshakeFailure(400, "missing or repeated Sec-WebSocket-Key")
     key = keys[0].strip()
@@ -131,22 +149,21 @@ def parse_upgrade_request(
         raw_key = b""
     if len(raw_key) != 16:
         return HandshakeFailure(400, "malformed Sec-WebSocket-Key")
-    target = request.target.decode("latin-1")
-    path, _, query = target.partition("?")
-    origins = _values(headers, "origin")
+    path, _, query = request.target.partition("?")
+    origins = fields.get("origin", _NONE)
     if len(origins) > 1:
         # RFC 6454 §7.3: one Origin at most; two would let an allowlist check
         # read one while a proxy or log reads the other.
         return HandshakeFailure(400, "repeated Origin header")
     handshake = HandshakeRequest(
-        method=method,
+        method=request.method,
         path=path,
         query=query,
         host=hosts[0].strip(),
         headers=headers,
         origin=origins[0] if origins else None,
-        subprotocols=tuple(split_tokens(headers, "sec-websocket-protocol")),
-        extensions=tuple(_values(headers, "sec-websocket-extensions")),
+        subprotocols=tuple(_tokens(fields.get("sec-websocket-protocol", _NONE))),
+        extensions=tuple(fields.get("sec-websocket-extensions", _NONE)),
     )
     return handshake, key
 

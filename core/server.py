@@ -1,4 +1,7 @@
-"""Server side: read the request head with h11, then accept, reject or respond.
+"""Server side: read the request head, then accept, reject or respond.
+
+A head that arrives whole and clean is read in one pass (``http_head``);
+any other goes through h11, which also gives every malformed-request answer.
 
 A WebSocket upgrade is reported as ``HandshakeRequest``; anything else that
 parses as HTTP is reported as ``HttpRequest`` (health checks, metrics, a demo
@@ -22,12 +25,12 @@ from .events import Closed, HandshakeRequest, Headers, HttpRequest, Side
 from .handshake import (
     HandshakeFailure,
     accept_token,
-    decode_headers,
     http_response,
     is_upgrade_request,
     parse_upgrade_request,
 )
 from .hosts import normalize_hosts
+from .http_head import RequestHead, from_h11, parse_common_head
 from .limits import Limits
 from .request_head import HeadScanner
 
@@ -83,18 +86,10 @@ class ServerConnection(Connection):
         self.allowed_hosts = None if allowed_hosts is None else normalize_hosts(allowed_hosts)
         self.principal: object = None
         self.request: HandshakeRequest | None = None
-        limits = self.limits
-        # Both are dropped once the connection opens: an idle connection keeps
-        # neither the HTTP parser nor the head scanner.
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=limits.max_head_size
-        )
-        self._head: HeadScanner | None = HeadScanner(
-            max_request_line=limits.max_request_line,
-            max_header_size=limits.max_header_size,
-            max_header_count=limits.max_header_count,
-            max_head_size=limits.max_head_size,
-        )
+        # The h11 parser and the head scanner exist only while a head is read
+        # the slow way (``_receive_handshake``); an idle connection keeps neither.
+        self._h11: h11.Connection | None = None
+        self._head: HeadScanner | None = None
         self._pending = _Pending.NOTHING
         self._key = ""
         self._early = bytearray()
@@ -109,11 +104,26 @@ class ServerConnection(Connection):
                 self._early += data
                 self._check_early()
             return
+        parser = self._h11
+        if parser is None:
+            common = parse_common_head(data, self.limits)
+            if common is not None:
+                head, end = common
+                self._on_request(head, data[end:])
+                return
+            limits = self.limits
+            parser = self._h11 = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=limits.max_head_size
+            )
+            self._head = HeadScanner(
+                max_request_line=limits.max_request_line,
+                max_header_size=limits.max_header_size,
+                max_header_count=limits.max_header_count,
+                max_head_size=limits.max_head_size,
+            )
         # The head limits are checked first, byte by byte; h11 then parses only
         # the bytes before a breaking one, so an error it finds there wins, as it
         # would have had the bytes come one at a time.
-        parser = self._h11
-        assert parser is not None
         assert self._head is not None
         allowed, violation = self._head.feed(data)
         if violation is not None:
@@ -132,7 +142,7 @@ class ServerConnection(Connection):
                 self._answer(violation.status, violation.reason.encode(), (), clean=False)
             return
         if isinstance(event, h11.Request):
-            self._on_request(event)
+            self._on_request(from_h11(event), parser.trailing_data[0])
         else:  # pragma: no cover - h11 yields only Request first for a server
             self._answer(400, b"unexpected HTTP event", (), clean=False)
 
@@ -140,10 +150,11 @@ class ServerConnection(Connection):
         if len(self._early) > self.limits.max_message_size + self.limits.max_head_size:
             self._answer(413, b"too much data before the handshake completed", ())
 
-    def _on_request(self, request: h11.Request) -> None:
-        headers = decode_headers(request.headers)
+    def _on_request(self, request: RequestHead, trailing: bytes) -> None:
+        """A whole head was read; ``trailing`` are the bytes after it."""
+        headers = request.headers
         self._transition(State.DECIDING)
-        if not request.http_version.startswith(b"1."):
+        if not request.http_version.startswith("1."):
             # RFC 9110 §15.6.6: a major version we do not speak.
             self._answer(505, b"HTTP version not supported", (), clean=False)
             return
@@ -154,10 +165,9 @@ class ServerConnection(Connection):
                 self._answer(403, b"host not allowed", ())
                 return
         if not is_upgrade_request(headers):
-            target = request.target.decode("latin-1")
-            path, _, query = target.partition("?")
+            path, _, query = request.target.partition("?")
             self._pending = _Pending.HTTP
-            method = request.method.decode("ascii", "replace")
+            method = request.method
             self._head_only = method == "HEAD"
             self._events.append(HttpRequest(method=method, path=path, query=query, headers=headers))
             return
@@ -167,8 +177,7 @@ class ServerConnection(Connection):
             return
         self.request, self._key = parsed
         self._pending = _Pending.UPGRADE
-        assert self._h11 is not None
-        self._early += self._h11.trailing_data[0]
+        self._early += trailing
         self._events.append(self.request)
         self._check_early()
 
