@@ -33,7 +33,7 @@ from anyio.abc import ByteStream
 from ..core import Connection, Event, State
 from ._clock import current_time
 
-__all__ = ["READ_SIZE", "Driver", "dispatch_received"]
+__all__ = ["READ_SIZE", "Driver", "dispatch_nothing", "dispatch_received"]
 
 READ_SIZE = 64 * 1024
 """Bytes asked of the transport per read: large enough for big messages,
@@ -47,6 +47,12 @@ _TRANSPORT_ERRORS = (
 )
 
 Dispatch = Callable[[Event], Awaitable[None]]
+
+
+async def dispatch_nothing(event: Event) -> None:
+    """A finished driver's handler. Drivers drop the session's once ``run``
+    ends: the session holds its driver, and the cycle would keep every
+    finished connection in memory until the garbage collector ran."""
 
 
 async def dispatch_received(
@@ -152,6 +158,7 @@ class Driver:
                 await self._writer_done.wait()
                 tg.cancel_scope.cancel()
         finally:
+            self._dispatch = dispatch_nothing
             await anyio.aclose_forcefully(self.stream)
 
     def _set_close_by(self, when: float) -> None:

@@ -28,7 +28,7 @@ import anyio
 
 from ..core import Connection, State
 from ._clock import current_time
-from ._driver import READ_SIZE, Dispatch, dispatch_received
+from ._driver import READ_SIZE, Dispatch, dispatch_nothing, dispatch_received
 from ._scheduler import Scheduler
 
 __all__ = ["SocketDriver"]
@@ -113,23 +113,24 @@ class SocketDriver:
     def notify(self) -> None:
         """React to a change made to the core: write soon, re-arm timers, report closing."""
         core = self.core
+        closing = core.should_close_transport()
         if (
             not self._dirty
             and not self._writing
-            and (core.outbox_size or (core.should_close_transport() and not self._half_closed))
+            and (core.outbox_size or (closing and not self._half_closed))
         ):
             self._dirty = True
             self._scheduler.flush_soon(self)
-        if self._close_by == math.inf and core.should_close_transport():
+        if closing and self._close_by == math.inf:
             self._set_close_by(current_time() + core.limits.close_timeout)
         deadline = core.next_deadline()
         if deadline is not None and deadline < self._armed:
             self._arm(deadline)
         if (
-            core.state is State.CLOSED
+            self._waiting  # first: false whenever the reader itself is running
+            and core.state is State.CLOSED
             and not self._closed_dispatched
             and not self._interrupted
-            and self._waiting
         ):
             self._interrupted = True
             self._wake_reader()
@@ -276,6 +277,7 @@ class SocketDriver:
     async def run(self) -> None:
         """Drive the connection until the Closed event is handled and the transport is done."""
         try:
+            self.notify()  # arm the first deadline (the handshake's)
             await self._read_loop()
             if self._dirty:
                 self.flush()  # now: the socket is about to close
@@ -295,6 +297,7 @@ class SocketDriver:
                 self._timer = None
             self._armed = -math.inf  # never re-armed
             self._finished = True
+            self._dispatch = dispatch_nothing
             self._unregister()
             self.sock.close()
 
@@ -395,4 +398,8 @@ class SocketDriver:
                 self._eof = True
                 self._unregister()
                 core.receive_eof()
-            self.notify()
+            if core.outbox_size:
+                # What the core answered by itself (pongs, close echoes) leaves
+                # before the handlers run. Anything else that changed comes
+                # with events, and dispatch_received notifies after them.
+                self.notify()

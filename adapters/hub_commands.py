@@ -33,7 +33,10 @@ logger = logging.getLogger("wshub.hub")
 
 def log_conn(level: int, conn_id: str, message: str, *args: object, exc: bool = False) -> None:
     """Log with the connection id both in the text and as ``record.conn_id``."""
-    logger.log(level, "[%s] " + message, conn_id, *args, extra={"conn_id": conn_id}, exc_info=exc)
+    if logger.isEnabledFor(level):
+        logger.log(
+            level, "[%s] " + message, conn_id, *args, extra={"conn_id": conn_id}, exc_info=exc
+        )
 
 
 @dataclass(frozen=True, slots=True)

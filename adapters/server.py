@@ -33,6 +33,9 @@ from .session import ServerSession
 
 __all__ = ["WebSocketServer", "serve"]
 
+Remote = tuple[str, int] | None
+"""The peer's address and port as ``accept`` returned them (None for a Unix socket)."""
+
 logger = logging.getLogger("wshub.server")
 
 _ACCEPT_RETRY_DELAY = 0.1  # after accept() fails (EMFILE...), before trying again
@@ -159,33 +162,34 @@ class WebSocketServer:
 
     def _starter(
         self, connections: TaskGroup, scheduler: Scheduler
-    ) -> Callable[[socket.socket], None]:
+    ) -> Callable[[socket.socket, Remote], None]:
         """How an accepted socket becomes a running connection on this event loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
 
-        def start(sock: socket.socket) -> None:
+        def start(sock: socket.socket, remote: Remote) -> None:
             slot = _Slot()
             self._slots.add(slot)  # now: a shutdown from here on waits for it
             if loop is None:
-                connections.start_soon(self._shielded_connection, sock, slot, scheduler)
+                connections.start_soon(self._shielded_connection, sock, remote, slot, scheduler)
             else:
-                slot.task = loop.create_task(self._connection(sock, slot, scheduler))
+                slot.task = loop.create_task(self._connection(sock, remote, slot, scheduler))
                 # Also when cancelled before it ever ran (no finally of its own then).
                 slot.task.add_done_callback(lambda _task: self._forget(slot, sock))
 
         return start
 
     async def _accept_loop(
-        self, listening: socket.socket, start: Callable[[socket.socket], None]
+        self, listening: socket.socket, start: Callable[[socket.socket, Remote], None]
     ) -> None:
         """Accept every pending connection per wake-up (the listening socket is non-blocking)."""
         burst = 0
+        tcp = listening.family in (socket.AF_INET, socket.AF_INET6)
         while True:
             try:
-                sock, _address = listening.accept()
+                sock, address = listening.accept()
             except (BlockingIOError, InterruptedError):
                 burst = 0
                 try:
@@ -200,24 +204,27 @@ class WebSocketServer:
                 await anyio.sleep(_ACCEPT_RETRY_DELAY)
                 continue
             sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
+            if tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            start(sock)
+                start(sock, (address[0], address[1]))
+            else:
+                start(sock, None)
             burst += 1
             if burst >= _ACCEPT_BURST:  # let the accepted ones run
                 burst = 0
                 await anyio.lowlevel.checkpoint()
 
     async def _shielded_connection(
-        self, sock: socket.socket, slot: _Slot, scheduler: Scheduler
+        self, sock: socket.socket, remote: Remote, slot: _Slot, scheduler: Scheduler
     ) -> None:
         with anyio.CancelScope(shield=True) as scope:
             slot.scope = scope
-            await self._connection(sock, slot, scheduler)
+            await self._connection(sock, remote, slot, scheduler)
 
-    async def _connection(self, sock: socket.socket, slot: _Slot, scheduler: Scheduler) -> None:
+    async def _connection(
+        self, sock: socket.socket, remote: Remote, slot: _Slot, scheduler: Scheduler
+    ) -> None:
         stream: ByteStream | None = None
-        remote = _remote(sock)
         try:
             transport: ByteStream | socket.socket = sock
             if self.ssl is not None:
@@ -279,16 +286,6 @@ class WebSocketServer:
                 logger.warning("connection %s did not close in time; aborting", slot.session)
                 slot.cancel()
             await self._idle.wait()
-
-
-def _remote(sock: socket.socket) -> tuple[str, int] | None:
-    try:
-        address = sock.getpeername()
-    except OSError:
-        return None
-    if isinstance(address, tuple):
-        return str(address[0]), int(address[1])
-    return None
 
 
 async def serve(

@@ -43,6 +43,7 @@ __all__ = ["ServerSession"]
 
 logger = logging.getLogger("wshub.server")
 
+_MESSAGES = (TextMessage, BinaryMessage)  # a tuple: isinstance takes it faster than a union
 _CLOSE_HOOK_TIMEOUT = 5.0  # on_close after an abort runs shielded, but not forever
 
 
@@ -198,7 +199,7 @@ class ServerSession:
             self._driver.notify()
 
     async def _dispatch(self, event: Event) -> None:
-        if isinstance(event, TextMessage | BinaryMessage):
+        if isinstance(event, _MESSAGES):
             if self._failed:
                 return
             try:

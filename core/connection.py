@@ -46,6 +46,10 @@ class State(Enum):
     CLOSING = auto()  # our close frame is sent, waiting for the peer's
     CLOSED = auto()
 
+    # Members are singletons compared by identity: hash them the same way, in C
+    # (Enum's own __hash__ is a Python function, run on every transition).
+    __hash__ = object.__hash__
+
 
 _TRANSITIONS: dict[State, frozenset[State]] = {
     State.CONNECTING: frozenset({State.DECIDING, State.OPEN, State.CLOSED}),

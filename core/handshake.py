@@ -26,6 +26,8 @@ __all__ = [
     "is_upgrade_request",
     "parse_upgrade_request",
     "split_tokens",
+    "upgrade_fields",
+    "upgrade_response",
 ]
 
 WEBSOCKET_VERSION = "13"
@@ -77,9 +79,11 @@ def split_tokens(headers: Headers, name: str) -> list[str]:
     return _tokens([value for hname, value in headers if hname == name])
 
 
-def is_upgrade_request(headers: Headers) -> bool:
-    """Does the request ask for a WebSocket upgrade at all?"""
-    return any(token.lower() == "websocket" for token in split_tokens(headers, "upgrade"))
+def is_upgrade_request(headers: Headers, fields: dict[str, list[str]] | None = None) -> bool:
+    """Does the request ask for a WebSocket upgrade at all? (``fields`` as above.)"""
+    values = fields.get("upgrade", _NONE) if fields is not None else None
+    tokens = split_tokens(headers, "upgrade") if values is None else _tokens(values)
+    return any(token.lower() == "websocket" for token in tokens)
 
 
 def accept_token(key: str) -> str:
@@ -90,6 +94,7 @@ def accept_token(key: str) -> str:
 _UPGRADE_FIELDS = frozenset(
     {
         "host",
+        "upgrade",
         "connection",
         "transfer-encoding",
         "content-length",
@@ -107,14 +112,8 @@ def _tokens(values: list[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
-def parse_upgrade_request(request: RequestHead) -> tuple[HandshakeRequest, str] | HandshakeFailure:
-    """Validate an upgrade request (RFC 6455 §4.2.1); return it and its key."""
-    headers = request.headers
-    if request.method != "GET":
-        return HandshakeFailure(405, "WebSocket upgrade requires GET", (("Allow", "GET"),))
-    if request.http_version != "1.1":
-        return HandshakeFailure(400, "WebSocket upgrade requires HTTP/1.1")
-    # One pass over the headers for every field the rules below look at.
+def upgrade_fields(headers: Headers) -> dict[str, list[str]]:
+    """The values of every header the upgrade rules look at, by name, in one pass."""
     fields: dict[str, list[str]] = {}
     for name, value in headers:
         if name in _UPGRADE_FIELDS:
@@ -122,6 +121,23 @@ def parse_upgrade_request(request: RequestHead) -> tuple[HandshakeRequest, str] 
                 fields[name].append(value)
             else:
                 fields[name] = [value]
+    return fields
+
+
+def parse_upgrade_request(
+    request: RequestHead, fields: dict[str, list[str]] | None = None
+) -> tuple[HandshakeRequest, str] | HandshakeFailure:
+    """Validate an upgrade request (RFC 6455 §4.2.1); return it and its key.
+
+    ``fields`` is ``upgrade_fields(request.headers)`` if the caller has it.
+    """
+    headers = request.headers
+    if request.method != "GET":
+        return HandshakeFailure(405, "WebSocket upgrade requires GET", (("Allow", "GET"),))
+    if request.http_version != "1.1":
+        return HandshakeFailure(400, "WebSocket upgrade requires HTTP/1.1")
+    if fields is None:
+        fields = upgrade_fields(headers)
     hosts = fields.get("host", _NONE)
     if len(hosts) != 1 or not hosts[0].strip():
         return HandshakeFailure(400, "missing or repeated Host header")
@@ -212,6 +228,25 @@ def http_response(status: int, headers: Headers = (), body: bytes = b"") -> byte
         lines.append("Connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("latin-1") + body
+
+
+def upgrade_response(
+    key: str, subprotocol: str | None, extension: str | None, headers: Headers = ()
+) -> bytes:
+    """The 101 answer to an upgrade with ``key``, with the agreed subprotocol
+    and extension (values from the request, already validated) and the
+    application's ``headers`` (checked as ``http_response`` checks them)."""
+    fields = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    fields.append(("Sec-WebSocket-Accept", accept_token(key)))
+    if subprotocol is not None:
+        fields.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extension is not None:
+        fields.append(("Sec-WebSocket-Extensions", extension))
+    if headers:
+        return http_response(101, (*fields, *headers))
+    # Nothing of the application's to check: the common case, joined directly.
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+    return f"HTTP/1.1 101 Switching Protocols\r\n{lines}\r\n".encode("latin-1")
 
 
 def client_request(

@@ -24,10 +24,11 @@ from .errors import LocalProtocolError
 from .events import Closed, HandshakeRequest, Headers, HttpRequest, Side
 from .handshake import (
     HandshakeFailure,
-    accept_token,
     http_response,
     is_upgrade_request,
     parse_upgrade_request,
+    upgrade_fields,
+    upgrade_response,
 )
 from .hosts import normalize_hosts
 from .http_head import RequestHead, from_h11, parse_common_head
@@ -158,20 +159,21 @@ class ServerConnection(Connection):
             # RFC 9110 §15.6.6: a major version we do not speak.
             self._answer(505, b"HTTP version not supported", (), clean=False)
             return
+        fields = upgrade_fields(headers)
         if self.allowed_hosts is not None:
             # h11 has already refused a repeated Host (RFC 9112 §3.2: 400).
-            hosts = [value.strip().lower() for name, value in headers if name == "host"]
-            if len(hosts) != 1 or hosts[0] not in self.allowed_hosts:
+            hosts = fields.get("host", ())
+            if len(hosts) != 1 or hosts[0].strip().lower() not in self.allowed_hosts:
                 self._answer(403, b"host not allowed", ())
                 return
-        if not is_upgrade_request(headers):
+        if not is_upgrade_request(headers, fields):
             path, _, query = request.target.partition("?")
             self._pending = _Pending.HTTP
             method = request.method
             self._head_only = method == "HEAD"
             self._events.append(HttpRequest(method=method, path=path, query=query, headers=headers))
             return
-        parsed = parse_upgrade_request(request)
+        parsed = parse_upgrade_request(request, fields)
         if isinstance(parsed, HandshakeFailure):
             self._answer(parsed.status, parsed.reason.encode(), parsed.headers, clean=False)
             return
@@ -202,22 +204,14 @@ class ServerConnection(Connection):
         assert self.request is not None
         if subprotocol is not None and subprotocol not in self.request.subprotocols:
             raise LocalProtocolError(f"subprotocol {subprotocol!r} was not offered")
-        fields: list[tuple[str, str]] = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_token(self._key)),
-        ]
-        if subprotocol is not None:
-            fields.append(("Sec-WebSocket-Protocol", subprotocol))
-        extensions: tuple[str, ...] = ()
         agreed = None
         if self.compression and self.request.extensions:
             agreed = negotiate_server(list(self.request.extensions))
-            if agreed is not None:
-                fields.append(("Sec-WebSocket-Extensions", agreed[1]))
-                extensions = (agreed[1],)
+        extensions = () if agreed is None else (agreed[1],)
         # Serialize (which validates the caller's headers) before any state change.
-        response = http_response(101, (*fields, *headers))
+        response = upgrade_response(
+            self._key, subprotocol, None if agreed is None else agreed[1], headers
+        )
         if agreed is not None:
             self._deflate = agreed[0]
         self.principal = principal

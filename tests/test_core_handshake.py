@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from helpers import (
     KEY,
@@ -11,6 +13,8 @@ from helpers import (
     open_server,
     upgrade_request,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wshub.core import (
     Closed,
@@ -23,6 +27,7 @@ from wshub.core import (
     State,
 )
 from wshub.core.events import Side
+from wshub.core.handshake import accept_token, http_response, upgrade_response
 
 
 def server(**kwargs: object) -> ServerConnection:
@@ -480,3 +485,39 @@ def test_upgrade_with_content_length_zero_is_accepted() -> None:
     server.receive_data(upgrade_request(extra=[("Content-Length", "0")]))
     [request] = server.events_received()
     assert isinstance(request, HandshakeRequest)
+
+
+# -- the 101 answer, joined directly when the application adds no header -----------
+
+_PROTOCOL_TOKENS = st.text(
+    st.sampled_from(
+        "-!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=16).map(lambda b: base64.b64encode(b).decode()),
+    subprotocol=st.none() | _PROTOCOL_TOKENS,
+    extension=st.none()
+    | st.sampled_from(["permessage-deflate", "permessage-deflate; server_max_window_bits=12"]),
+)
+def test_the_joined_101_is_the_checked_one(
+    key: str, subprotocol: str | None, extension: str | None
+) -> None:
+    fields = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    fields.append(("Sec-WebSocket-Accept", accept_token(key)))
+    if subprotocol is not None:
+        fields.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extension is not None:
+        fields.append(("Sec-WebSocket-Extensions", extension))
+    assert upgrade_response(key, subprotocol, extension) == http_response(101, tuple(fields))
+    with pytest.raises(ValueError, match="invalid header name"):
+        upgrade_response(key, subprotocol, extension, (("Bad Name", "x"),))
+    extra = (("X-Trace", "1"),)
+    assert upgrade_response(key, subprotocol, extension, extra) == http_response(
+        101, (*fields, *extra)
+    )
