@@ -16,6 +16,7 @@ accepts.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -448,6 +449,23 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Garbage collection for a long-running server, once it has started.
+
+    Everything alive now (modules, the server, the hub) lives as long as the
+    process: ``gc.freeze`` takes it out of every later collection. Connections
+    make no reference cycles, so young collections find little; running them
+    every 10,000 allocations instead of 700 costs no memory worth counting
+    and about 3% of the instructions of a handshake (callgrind).
+    """
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from .adapters import EchoHandler, WebSocketServer
 
@@ -476,6 +494,7 @@ async def _serve(args: argparse.Namespace) -> None:
         server = _hub_server(args, policy, limits)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
+        tune_gc()
         _print(f"listening on {server.url}")
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
