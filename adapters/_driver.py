@@ -175,8 +175,8 @@ class Driver:
         while True:
             if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
-                if self._eof or self._stop_reading:
-                    return
+                if self._eof or self._stop_reading or not core.should_drain_before_close():
+                    return  # the writer flushes what is left, then run() closes
             data = b""
             with anyio.CancelScope(deadline=self._close_by) as scope:
                 self._recv_scope = scope
@@ -231,8 +231,9 @@ class Driver:
             self._progress.set()
 
     async def _half_close(self) -> None:
-        """Send FIN and let the reader wait for the peer's; else stop reading."""
-        if self._close_by > current_time():
+        """Send FIN and let the reader wait for the peer's; else stop reading
+        (also when the core says the transport closes at once)."""
+        if self.core.should_drain_before_close() and self._close_by > current_time():
             try:
                 await self.stream.send_eof()
                 return

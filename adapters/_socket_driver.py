@@ -225,9 +225,10 @@ class SocketDriver:
         self.notify()
 
     def _half_close(self) -> None:
-        """Send FIN and let the reader wait for the peer's."""
+        """Send FIN and let the reader wait for the peer's (or stop it, when the
+        core says the transport closes at once: ``run`` then closes the socket)."""
         self._half_closed = True
-        if self._close_by > current_time():
+        if self.core.should_drain_before_close() and self._close_by > current_time():
             try:
                 self.sock.shutdown(socket.SHUT_WR)
                 return
@@ -356,8 +357,8 @@ class SocketDriver:
         while True:
             if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
-                if self._eof or self._stop_reading:
-                    return
+                if self._eof or self._stop_reading or not core.should_drain_before_close():
+                    return  # run() writes what is left, then closes
             data: bytes | None
             if ready:
                 try:

@@ -157,6 +157,7 @@ class Connection:
         "_clock",
         "_close_deadline",
         "_close_transport",
+        "_closed_cleanly",
         "_deflate",
         "_eof",
         "_events",
@@ -193,6 +194,7 @@ class Connection:
         self._msg_size = 0  # the part of it made of messages (subject to the cap)
         self._raw_idx: list[int] = []  # positions in _out of handshake bytes / close frames
         self._close_transport = False
+        self._closed_cleanly = False  # a close frame went each way
         self._eof = False
         self._proto: _FrameProtocol | None = None
         self._parts: list[str | bytes] = []
@@ -250,6 +252,20 @@ class Connection:
     def should_close_transport(self) -> bool:
         """True once the transport must be closed after writing ``data_to_send``."""
         return self._close_transport
+
+    def should_drain_before_close(self) -> bool:
+        """Once ``should_close_transport``: end only our side of the transport and
+        read (and drop) what the peer still sends until it ends its side, rather
+        than close at once.
+
+        False only for a server whose closing handshake completed: it "MUST
+        close the underlying TCP connection immediately" (RFC 6455 §7.1.1), and
+        the peer, having sent its close frame, sends nothing more. A client
+        waits for the server to close first; after a failure, an HTTP error or
+        a lost peer, draining lets the peer read our last bytes before our
+        kernel would answer its further data with a reset.
+        """
+        return self.is_client or not self._closed_cleanly
 
     @property
     def outbox_size(self) -> int:
@@ -683,6 +699,7 @@ class Connection:
 
     def _on_close_frame(self, code: int, reason: str) -> None:
         self._close_transport = True
+        self._closed_cleanly = self._state in (State.OPEN, State.CLOSING)
         if self._state is State.OPEN:
             # RFC 6455 §5.5.1: echo the status code; no code received means none sent.
             self._queue_close_frame(None if code == 1005 else code)

@@ -50,8 +50,9 @@ class Limits:
         within ``ping_timeout`` closes with 1011. ``ping_interval=None``
         disables keepalive. Defaults 20 s / 20 s.
     ``close_timeout``
-        Time to wait for the peer's close frame after sending ours, before
-        dropping the transport. Default 10 s.
+        Time to wait for the peer's close frame after sending ours, and, when
+        the transport is drained (``Connection.should_drain_before_close``),
+        for the peer to end it, before dropping the transport. Default 10 s.
     ``idle_timeout``
         Close with 1001 when nothing has been received for this long.
         Default ``None`` (keepalive already detects dead peers).

@@ -278,3 +278,20 @@ async def test_finished_connections_leave_no_reference_cycles() -> None:
             gc.enable()
         server.shutdown()
     assert leaked == []
+
+
+async def test_after_a_clean_close_the_server_closes_without_waiting_for_the_client(
+    running_server: Any,
+) -> None:
+    """RFC 6455 §7.1.1: the server closes the TCP connection immediately; it
+    used to wait (up to ``close_timeout``) for the client's FIN."""
+    handler = EchoHandler(AccessPolicy(require_auth=False))
+    async with running_server(handler) as server, RawClient.open(server.port) as raw:
+        await raw.handshake()
+        await raw.send_frame(0x8, struct.pack("!H", 1000))
+        assert (await raw.recv_close())[0] == 1000
+        assert await raw.read_to_eof() == b""
+        # Our side is still open: the server did not wait for it.
+        with anyio.fail_after(2):
+            while server._slots:
+                await anyio.sleep(0.01)
