@@ -259,7 +259,7 @@ class HubHandler(Handler, HubOperations):
             return Denial(503, "server shutting down")
         # No await from here to the hub.add in on_open: admission stays exact.
         principal_id = decision.id if isinstance(decision, Principal) else None
-        admission = self.hub.admit(principal_id, remote_host(session.remote))
+        admission = self.hub.admit(principal_id, host)
         if not admission.ok:
             log_conn(
                 logging.INFO,
@@ -294,7 +294,7 @@ class HubHandler(Handler, HubOperations):
         self, session: ServerSession, request: HandshakeRequest
     ) -> Principal | _AwaitingAuth | Denial:
         decision = self.auth.authenticate(request)
-        if inspect.isawaitable(decision):
+        if not isinstance(decision, (Principal, Denial)) and inspect.isawaitable(decision):
             decision = await decision
         if isinstance(decision, Denial):
             if (

@@ -105,6 +105,10 @@ class ClockedVerifier(Protocol):
     def check(self, token: str, now: float) -> Principal | TokenRejection: ...
 
 
+# What a check returns when it is not async: tested first, because
+# inspect.isawaitable goes through an ABC check (a hot path: every handshake).
+_SYNC_RESULTS = (Principal, TokenRejection, type(None))
+
 VerifyFunction: TypeAlias = Callable[[str], Principal | Awaitable[Principal | None] | None]
 """A plain (sync or async) function from token to principal or None."""
 
@@ -274,7 +278,7 @@ class AccessPolicy:
         expired = False
         for index, check in enumerate(self._checks):
             result = check(token)
-            if inspect.isawaitable(result):
+            if not isinstance(result, _SYNC_RESULTS) and inspect.isawaitable(result):
                 return self._verify_async(token, result, index, expired)
             verdict = self._judge(result)
             if verdict is not None:

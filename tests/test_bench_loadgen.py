@@ -94,3 +94,20 @@ def test_parser_reports_a_frame_cut_short(loadgen: Path) -> None:
 def test_parser_reports_a_header_cut_short(loadgen: Path) -> None:
     header_only = encode_frame(0x1, b"y" * 70000)[:5]  # 64-bit length field half read
     assert parse(loadgen, header_only, [1]) == ["end 1 0"]
+
+
+def test_the_instruction_counter_wraps_only_the_server_and_reads_callgrind_totals() -> None:
+    from benchmarks.instructions import _TOTALS, UnderCallgrind
+
+    pinning = UnderCallgrind(out="/tmp/x")
+    server = pinning.wrap(["python", "-m", "wshub"], pinning.server)
+    assert server[server.index("valgrind") :][:3] == [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/tmp/x/callgrind.%p",
+    ]
+    assert "valgrind" not in pinning.wrap(["loadgen"], pinning.loadgen)
+    dump = "events: Ir\nfn=(1) main\n16 3\n\ntotals: 123456789\n"
+    match = _TOTALS.search(dump)
+    assert match is not None
+    assert match.group(1) == "123456789"
