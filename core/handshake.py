@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import h11
@@ -80,7 +81,10 @@ def split_tokens(headers: Headers, name: str) -> list[str]:
 
 
 def is_upgrade_request(headers: Headers, fields: dict[str, list[str]] | None = None) -> bool:
-    """Does the request ask for a WebSocket upgrade at all? (``fields`` as above.)"""
+    """Does the request ask for a WebSocket upgrade at all?
+
+    ``fields``: ``upgrade_fields(headers)``, if the caller has it already.
+    """
     values = fields.get("upgrade", _NONE) if fields is not None else None
     tokens = split_tokens(headers, "upgrade") if values is None else _tokens(values)
     return any(token.lower() == "websocket" for token in tokens)
@@ -105,10 +109,10 @@ _UPGRADE_FIELDS = frozenset(
         "sec-websocket-extensions",
     }
 )
-_NONE: list[str] = []
+_NONE: tuple[str, ...] = ()
 
 
-def _tokens(values: list[str]) -> list[str]:
+def _tokens(values: Iterable[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
