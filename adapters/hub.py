@@ -64,6 +64,7 @@ from ..core.topics import TopicPolicy
 from ._clock import current_time
 from .handler import Accept, Handler, HttpResponse
 from .hub_commands import CommandRunner, log_conn
+from .hub_commands import logger as hub_logger
 from .hub_context import (
     BinaryHandler,
     CommandContext,
@@ -338,14 +339,15 @@ class HubHandler(Handler, HubOperations):
         assert isinstance(principal, Principal)
         info = self.hub.add(conn_id, session.core, principal=principal, remote=session.remote)
         self._commands.rearm()
-        log_conn(
-            logging.INFO,
-            conn_id,
-            "open: principal %s from %s at %s",
-            principal.id,
-            session.remote,
-            _target(session),
-        )
+        if hub_logger.isEnabledFor(logging.INFO):  # _target() is work: only when logged
+            log_conn(
+                logging.INFO,
+                conn_id,
+                "open: principal %s from %s at %s",
+                principal.id,
+                session.remote,
+                _target(session),
+            )
         if self.on_connect is not None:
             await self._call_listener(conn_id, "on_connect", self.on_connect, info)
 
@@ -366,14 +368,16 @@ class HubHandler(Handler, HubOperations):
         self._commands.cancel_connection(conn_id)
         if info is None:
             return
-        log_conn(
-            logging.INFO if event.code in (1000, 1001) else logging.WARNING,
-            conn_id,
-            "closed: %s %s (%s)",
-            event.code,
-            event.reason,
-            event.initiator.name.lower() if event.initiator is not None else "transport",
-        )
+        level = logging.INFO if event.code in (1000, 1001) else logging.WARNING
+        if hub_logger.isEnabledFor(level):
+            log_conn(
+                level,
+                conn_id,
+                "closed: %s %s (%s)",
+                event.code,
+                event.reason,
+                event.initiator.name.lower() if event.initiator is not None else "transport",
+            )
         if event.code == 1013:
             self._commands.start_soon(self._drop_after_grace, session)
         if events:

@@ -106,6 +106,8 @@ class CommandRunner:
 
     def cancel_connection(self, conn_id: str) -> None:
         """Its connection is gone: nobody will read the replies."""
+        if not self._running:
+            return
         for key, scope in list(self._running.items()):
             if key[0] == conn_id:
                 scope.cancel()

@@ -268,9 +268,6 @@ class Hub:
         request_id: RequestId | None = None,
     ) -> None:
         entry = self._registry.add(info, connection)
-        cfg = self.config
-        if cfg.message_rate is not None:
-            entry.bucket = TokenBucket(cfg.message_rate, cfg.message_burst)
         self._set_expiry(entry)
         if request_id is not None:
             self._auth_reply(entry, info.principal, request_id)
@@ -702,9 +699,19 @@ class Hub:
             self._notify(pending.conn_id)
 
     def _within_rate(self, entry: _Entry) -> bool:
-        """Take one message from the connection's inbound-rate bucket."""
+        """Take one message from the connection's inbound-rate bucket.
+
+        The bucket is made at the first message: a fresh bucket is full, as one
+        made at the handshake would still be, and connections that never send
+        (most subscribers) never need one.
+        """
         bucket = entry.bucket
-        return bucket is None or bucket.take(self._clock())
+        if bucket is None:
+            cfg = self.config
+            if cfg.message_rate is None:
+                return True
+            bucket = entry.bucket = TokenBucket(cfg.message_rate, cfg.message_burst)
+        return bucket.take(self._clock())
 
     def _on_subscribe(self, entry: _Entry, request: Request) -> list[HubEvent]:
         name = request.topic

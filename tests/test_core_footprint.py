@@ -46,3 +46,19 @@ def test_an_allow_list_that_needs_normalizing_is_still_normalized() -> None:
     raw = frozenset({" LocalHost:80 "})
     assert normalize_hosts(raw) == {"localhost:80"}
     assert normalize_hosts(raw) is not raw
+
+
+def test_a_connection_that_never_sends_holds_no_rate_bucket() -> None:
+    from hub_helpers import HubHarness
+
+    from wshub.core.hub_config import HubConfig
+
+    h = HubHarness(HubConfig(message_rate=1.0, message_burst=2))
+    quiet, talker = h.connect(), h.connect()
+    entries = h.hub._registry.entries
+    assert entries[quiet.conn_id].bucket is None
+    for _ in range(3):  # the bucket, made at the first message, still holds the limit
+        h.send(talker, {"message_type": "subscribe", "topic": "t", "id": 1})
+    assert entries[talker.conn_id].bucket is not None
+    errors = [m for m in talker.receive() if m.get("error")]
+    assert [e["error"]["code"] for e in errors] == ["rate_limited"]
