@@ -7,8 +7,9 @@ Timings on a shared machine move by 10% from run to run; instruction counts
 do not (callgrind counts every user-space instruction the server runs,
 whatever else the machine does). To tell whether a change to a hot path
 helped, compare this figure before and after; ``run.py`` then gives the
-speed. Kernel work (system calls) is not counted: it is about a quarter of a
-handshake's time here and much the same for every server.
+speed. Kernel work (system calls) is not counted: about a quarter of a
+wshub handshake's time here, and it differs between servers (the floor's
+asyncio transports spend twice wshub's), so compare servers with ``run.py``.
 
 Each server runs under ``valgrind --tool=callgrind`` (about 50 times slower),
 gets a short warm-up (lazily imported code), has its counters zeroed, then
