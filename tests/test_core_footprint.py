@@ -8,9 +8,11 @@ a handshake parser kept alive, an allow-list copied per connection).
 from __future__ import annotations
 
 from helpers import FakeClock, client_frame, open_server
+from hub_helpers import HubHarness
 
 from wshub.core import ServerConnection, TextMessage
 from wshub.core.hosts import loopback_hosts, normalize_hosts
+from wshub.core.hub_config import HubConfig
 
 
 def test_an_open_connection_drops_its_handshake_parsers() -> None:
@@ -49,10 +51,6 @@ def test_an_allow_list_that_needs_normalizing_is_still_normalized() -> None:
 
 
 def test_a_connection_that_never_sends_holds_no_rate_bucket() -> None:
-    from hub_helpers import HubHarness
-
-    from wshub.core.hub_config import HubConfig
-
     h = HubHarness(HubConfig(message_rate=1.0, message_burst=2))
     quiet, talker = h.connect(), h.connect()
     entries = h.hub._registry.entries
