@@ -85,9 +85,9 @@ def is_upgrade_request(headers: Headers, fields: dict[str, list[str]] | None = N
 
     ``fields``: ``upgrade_fields(headers)``, if the caller has it already.
     """
-    values = fields.get("upgrade", _NONE) if fields is not None else None
-    tokens = split_tokens(headers, "upgrade") if values is None else _tokens(values)
-    return any(token.lower() == "websocket" for token in tokens)
+    if fields is None:
+        fields = upgrade_fields(headers)
+    return any(token.lower() == "websocket" for token in _tokens(fields.get("upgrade", _NONE)))
 
 
 def accept_token(key: str) -> str:
