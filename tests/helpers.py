@@ -22,6 +22,7 @@ from wshub.core import (
 from wshub.core.frames import encode_frame
 
 __all__ = [
+    "FAST_PATH_LIMITS",
     "KEY",
     "MASK",
     "ConnectionPair",
@@ -30,6 +31,7 @@ __all__ = [
     "client_frame",
     "closed_events",
     "open_server",
+    "run_split",
     "upgrade_request",
 ]
 
@@ -221,3 +223,27 @@ class ConnectionPair:
         self.client_events += new_client
         self.server_events += new_server
         return new_client, new_server
+
+
+FAST_PATH_LIMITS = Limits(max_message_size=80_000, max_outbox_size=1 << 20)
+"""Limits of the fast-path equivalence tests: room for their largest frames."""
+
+
+def run_split(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[Event], bytes]:
+    """An open server fed ``stream`` cut at ``cuts``: its events and its output.
+
+    ``fast=False`` turns off the core's whole-frame fast path, so everything
+    goes through wsproto: the reference the fast path must equal.
+    """
+    server = open_server(limits=FAST_PATH_LIMITS)
+    if not fast:
+        server._fast_messages = lambda data: 0  # type: ignore[method-assign]
+    out = b""
+    events: list[Event] = []
+    previous = 0
+    for cut in [*sorted(set(cuts)), len(stream)]:
+        server.receive_data(stream[previous:cut])
+        previous = cut
+        events.extend(server.events_received())
+        out += server.data_to_send()
+    return events, out

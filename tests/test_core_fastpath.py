@@ -8,14 +8,12 @@ and output of wsproto's general parser, for any split of the input.
 
 from __future__ import annotations
 
-from helpers import MASK, ConnectionPair, client_frame, open_server
+from helpers import FAST_PATH_LIMITS, MASK, ConnectionPair, client_frame, open_server, run_split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wshub.core import BinaryMessage, Closed, Limits, TextMessage
+from wshub.core import BinaryMessage, Closed, TextMessage
 from wshub.core.connection import Connection
-
-LIMITS = Limits(max_message_size=80_000, max_outbox_size=1 << 20)
 
 
 def _frames() -> st.SearchStrategy[bytes]:
@@ -56,21 +54,6 @@ def _frames() -> st.SearchStrategy[bytes]:
     )
 
 
-def _run(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[object], bytes]:
-    server = open_server(limits=LIMITS)
-    if not fast:
-        server._fast_messages = lambda data: 0  # type: ignore[method-assign]
-    out = b""
-    events: list[object] = []
-    previous = 0
-    for cut in [*sorted(set(cuts)), len(stream)]:
-        server.receive_data(stream[previous:cut])
-        previous = cut
-        events.extend(server.events_received())
-        out += server.data_to_send()
-    return events, out
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     frames=st.lists(_frames(), max_size=6),
@@ -81,9 +64,9 @@ def test_fast_path_matches_wsproto_for_any_split(
 ) -> None:
     stream = b"".join(frames)
     cuts = [int(f * len(stream)) for f in cut_fractions]
-    reference = _run(stream, [], fast=False)
-    assert _run(stream, [], fast=True) == reference
-    assert _run(stream, cuts, fast=True) == reference
+    reference = run_split(stream, [], fast=False)
+    assert run_split(stream, [], fast=True) == reference
+    assert run_split(stream, cuts, fast=True) == reference
 
 
 def test_fast_path_reads_these_wsproto_internals() -> None:
@@ -123,7 +106,7 @@ def test_client_side_fast_path_reads_unmasked_frames() -> None:
 
 
 def test_large_frame_is_collected_across_reads_without_wsproto() -> None:
-    server = open_server(limits=LIMITS)
+    server = open_server(limits=FAST_PATH_LIMITS)
     frame = client_frame(0x2, bytes(range(256)) * 300)  # 76 800 bytes: a 64-bit length
     for i in range(0, len(frame), 10_000):
         server.receive_data(frame[i : i + 10_000])
@@ -132,7 +115,7 @@ def test_large_frame_is_collected_across_reads_without_wsproto() -> None:
 
 
 def test_invalid_utf8_in_a_large_frame_fails_before_the_rest_arrives() -> None:
-    server = open_server(limits=LIMITS)
+    server = open_server(limits=FAST_PATH_LIMITS)
     frame = client_frame(0x1, b"ok" + b"\xff" + b"x" * 60_000)
     server.receive_data(frame[:1000])
     [closed] = server.events_received()

@@ -8,13 +8,11 @@ anywhere, both paths give the same events and the same output bytes.
 
 from __future__ import annotations
 
-from helpers import client_frame, open_server
+from helpers import client_frame, open_server, run_split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wshub.core import Closed, Limits
-
-LIMITS = Limits(max_message_size=80_000, max_outbox_size=1 << 20)
+from wshub.core import Closed
 
 _CODES = st.one_of(
     st.sampled_from([1000, 1001, 1002, 1003, 1007, 1008, 1011, 1012, 1013, 3000, 4999]),
@@ -38,21 +36,6 @@ def _close_frames() -> st.SearchStrategy[bytes]:
     return st.one_of(with_code, empty, one_byte, unmasked, not_final)
 
 
-def _run(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[object], bytes]:
-    server = open_server(limits=LIMITS)
-    if not fast:
-        server._fast_messages = lambda data: 0  # type: ignore[method-assign]
-    out = b""
-    events: list[object] = []
-    previous = 0
-    for cut in [*sorted(set(cuts)), len(stream)]:
-        server.receive_data(stream[previous:cut])
-        previous = cut
-        events.extend(server.events_received())
-        out += server.data_to_send()
-    return events, out
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     before=st.lists(st.binary(max_size=30).map(lambda b: client_frame(0x2, b)), max_size=3),
@@ -65,9 +48,9 @@ def test_close_frames_on_the_fast_path_match_wsproto(
 ) -> None:
     stream = b"".join(before) + close + after
     cuts = [int(f * len(stream)) for f in cut_fractions]
-    reference = _run(stream, [], fast=False)
-    assert _run(stream, [], fast=True) == reference
-    assert _run(stream, cuts, fast=True) == reference
+    reference = run_split(stream, [], fast=False)
+    assert run_split(stream, [], fast=True) == reference
+    assert run_split(stream, cuts, fast=True) == reference
     assert any(isinstance(e, Closed) for e in reference[0])  # every close frame ends it
 
 
