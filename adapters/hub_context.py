@@ -15,7 +15,7 @@ from ..core.envelope import RequestId
 from ..core.registry import ConnectionInfo
 
 if TYPE_CHECKING:
-    from .hub import HubHandler
+    from .hub_runtime import HubRuntime
 
 __all__ = [
     "BinaryHandler",
@@ -54,7 +54,7 @@ class ConnectionContext:
     conn_id: str
     principal: Principal
     info: ConnectionInfo
-    hub: HubHandler
+    hub: HubRuntime
 
     @property
     def metadata(self) -> dict[str, Any]:
