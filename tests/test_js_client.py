@@ -1,0 +1,66 @@
+"""wshub.js, the browser client: its unit tests (node --test, fake WebSocket
+and clock) and its TypeScript declarations (tsc --strict over a usage file)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from js_tools import JS_TESTS, ROOT, STATIC, npm_bin, require_binary
+
+TYPESCRIPT = "typescript@5.6.3"
+
+
+def test_node_unit_tests_pass() -> None:
+    node = require_binary("node", "nodejs")
+    result = subprocess.run(
+        [node, "--test", "--test-reporter=tap", str(JS_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    summary = [line for line in result.stdout.splitlines() if line.startswith("# ")]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "# fail 0" in summary, summary
+    assert not any(line.startswith("# pass 0") for line in summary), summary
+
+
+def test_type_declarations_compile_strict() -> None:
+    tsc = npm_bin(TYPESCRIPT, "tsc")
+    result = subprocess.run(
+        [
+            str(tsc),
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--lib",
+            "es2022,dom",
+            str(JS_TESTS / "types_check.mts"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_json_points_at_the_module_and_its_types() -> None:
+    meta = json.loads((STATIC / "package.json").read_text(encoding="utf-8"))
+    assert meta["type"] == "module"
+    assert not meta.get("dependencies"), "wshub.js has no runtime dependencies"
+    entry = meta["exports"]["."]
+    for key in ("types", "import"):
+        assert (STATIC / entry[key]).is_file(), entry[key]
+    source = (STATIC / "wshub.js").read_text(encoding="utf-8")
+    imports = [line for line in source.splitlines() if re.match(r"\s*import\b", line)]
+    assert imports == [], "wshub.js imports nothing"
