@@ -1,0 +1,71 @@
+"""The ``wshub`` command: run a hub or an echo server, talk to one, make tokens.
+
+``wshub serve`` is secure by default: without ``--token``/``--token-file``
+(or ``--signing-key-file``) it generates a 128-bit token and prints it
+(``--write-token-file`` also hands it to a frontend through an owner-only
+file); ``--no-auth`` is an explicit, loudly warned opt-out. Ready is announced
+by one flushed line ``listening on ws://HOST:PORT`` so scripts and tests can
+wait for it.
+
+``wshub token keygen`` writes a signing key file (owner-only; one
+``<key id>:<base64url key>`` per line, the first signs); ``wshub token mint``
+prints a signed expiring token that ``wshub serve --signing-key-file``
+accepts.
+"""
+
+# One module per command (serve, connect, publish, token), each with
+# ``add_parser(sub)`` and ``run(args) -> exit status``; shared helpers in _common.
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import connect, publish, serve, token
+from ._serve_setup import GC_GEN0_THRESHOLD, allowed_hosts, raise_descriptor_limit, tune_gc
+
+__all__ = [
+    "GC_GEN0_THRESHOLD",
+    "allowed_hosts",
+    "build_parser",
+    "main",
+    "raise_descriptor_limit",
+    "tune_gc",
+]
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": serve.run,
+    "connect": connect.run,
+    "publish": publish.run,
+    "token": token.run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wshub", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve.add_parser(sub)
+    connect.add_parser(sub)
+    publish.add_parser(sub)
+    token.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    from ..adapters import ConnectionClosed, HandshakeError
+
+    if args.command == "token":
+        return token.run(args)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except (HandshakeError, ConnectionClosed, OSError) as exc:
+        # Expected failures of a network tool: one line, no traceback.
+        print(f"wshub: {exc}", file=sys.stderr, flush=True)
+        return 1

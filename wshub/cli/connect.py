@@ -1,0 +1,101 @@
+"""``wshub connect``: an interactive client, stdin lines in, every message out.
+
+At the end of input it waits (``--wait``) for the replies still due to the
+requests it sent (lines with an ``id``), then closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import anyio
+
+from ._common import client_session, say
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    connect = sub.add_parser("connect", help="interactive client: lines in, messages out")
+    connect.add_argument("url", help="ws:// or wss:// URL")
+    connect.add_argument("--token", help="bearer token")
+    connect.add_argument("--insecure", action="store_true", help="skip TLS verification")
+    connect.add_argument(
+        "--wait",
+        type=float,
+        default=5.0,
+        help="seconds to wait at end of input for replies still due (default 5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    anyio.run(_connect, args)
+    return 0
+
+
+def _request_key(text: str) -> str | None:
+    """The ``id`` of a request line, as a comparable key (None if it has none)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and value.get("id") is not None:
+        return json.dumps(value["id"])
+    return None
+
+
+def _reply_key(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and value.get("message_type") == "reply":
+        return json.dumps(value.get("id"))
+    return None
+
+
+async def _connect(args: argparse.Namespace) -> None:
+    """Send stdin lines; print every message; at EOF wait for the replies still due."""
+    outstanding: set[str] = set()
+    answered = anyio.Event()
+
+    async with client_session(args) as ws:
+
+        async def pump_stdin() -> None:
+            nonlocal answered
+            while True:
+                line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+                if not line:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                key = _request_key(line)
+                if key is not None:
+                    if not outstanding:
+                        answered = anyio.Event()
+                    outstanding.add(key)
+                await ws.send(line)
+            if outstanding:
+                with anyio.move_on_after(args.wait):
+                    await answered.wait()
+            await ws.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump_stdin)
+            async for message in ws:
+                if isinstance(message, str):
+                    say(message)
+                    key = _reply_key(message)
+                    if key is not None and key in outstanding:
+                        outstanding.discard(key)
+                        if not outstanding:
+                            answered.set()
+                else:
+                    say(f"<binary {message.hex()}>")
+            tg.cancel_scope.cancel()
+        event = ws.closed_event
+        if event is not None and event.code not in (1000, 1001, 1005):
+            raise SystemExit(f"wshub: closed with {event.code} {event.reason}")

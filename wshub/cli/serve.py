@@ -1,0 +1,223 @@
+"""``wshub serve``: run a hub (the default) or an echo server until SIGINT/SIGTERM.
+
+Secure by default: without ``--token``/``--token-file`` (or
+``--signing-key-file``) a 128-bit token is generated and printed
+(``--write-token-file`` also hands it to a frontend through an owner-only
+file); ``--no-auth`` is an explicit, loudly warned opt-out. Ready is announced
+by one flushed line ``listening on ws://HOST:PORT`` so scripts and tests can
+wait for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..core.auth import AccessPolicy
+from ..core.hub_config import HubConfig
+from ..core.limits import Limits
+from ._common import positive_float, positive_int, say
+from ._serve_setup import access_policy, host_options, raise_descriptor_limit, server_ssl, tune_gc
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run a hub (default) or an echo server",
+        description="Run a hub: clients may subscribe and publish to any topic and call "
+        "the commands echo, time and whoami. --echo runs an echo server instead.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
+    tokens = serve.add_mutually_exclusive_group()
+    tokens.add_argument("--token", action="append", default=[], help="accepted bearer token")
+    tokens.add_argument("--token-file", type=Path, help="file with one token per line")
+    tokens.add_argument(
+        "--no-auth", action="store_true", help="accept clients without a token (unsafe)"
+    )
+    serve.add_argument(
+        "--signing-key-file",
+        type=Path,
+        metavar="FILE",
+        help="also accept signed tokens made by 'wshub token mint' with these keys",
+    )
+    serve.add_argument(
+        "--write-token-file",
+        type=Path,
+        metavar="PATH",
+        help="write the generated (or first given) token to PATH, readable by the owner only",
+    )
+    hosts = serve.add_mutually_exclusive_group()
+    hosts.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="Host header value to answer (repeatable); replaces the default, which is "
+        "localhost/127.0.0.1/[::1] with the port when bound to loopback",
+    )
+    hosts.add_argument(
+        "--any-host",
+        action="store_true",
+        help="answer any Host header (no DNS-rebinding protection)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser Origin allowed to connect, e.g. http://localhost:5173 (repeatable)",
+    )
+    serve.add_argument(
+        "--max-message-size",
+        type=positive_int,
+        default=Limits().max_message_size,
+        help="largest message in bytes, after decompression (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--compression", action="store_true", help="enable permessage-deflate (default off)"
+    )
+    serve.add_argument(
+        "--echo", action="store_true", help="echo every message unchanged (conformance mode)"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=positive_int,
+        metavar="N",
+        help="open connections in total; beyond, 503 (default: from the descriptor limit, "
+        "which serve raises to its hard limit)",
+    )
+    serve.add_argument(
+        "--max-per-principal",
+        type=positive_int,
+        metavar="N",
+        help="open connections per principal; beyond, 429 (default: no bound, since "
+        "static tokens are shared secrets rather than users)",
+    )
+    serve.add_argument(
+        "--max-per-host",
+        type=positive_int,
+        default=HubConfig().max_per_host,
+        metavar="N",
+        help="open connections per non-loopback address; beyond, 429 (default 200)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=positive_float,
+        default=Limits().handshake_timeout,
+        metavar="SECONDS",
+        help="time a client has to complete TLS and the upgrade (default 10)",
+    )
+    serve.add_argument(
+        "--auth-message",
+        action="store_true",
+        help="hub: accept upgrades without credentials; the first message must then be "
+        '{"message_type": "auth", "payload": {"token": ...}}',
+    )
+    serve.add_argument(
+        "--auth-timeout",
+        type=positive_float,
+        default=HubConfig().auth_timeout,
+        metavar="SECONDS",
+        help="hub: time to send the auth message with --auth-message (default 10)",
+    )
+    serve.add_argument(
+        "--refusal",
+        choices=("http", "close"),
+        default="http",
+        help="hub: refuse bad credentials with HTTP 401/403/429 (default) or accept and "
+        "close at once with 4401/4403/4429, which browser code can read",
+    )
+    serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+
+
+def run(args: argparse.Namespace) -> int:
+    anyio.run(_serve, args)
+    return 0
+
+
+def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) -> Any:
+    """The CLI's hub: any topic, publish by any client, three built-in commands."""
+    from ..adapters import CommandContext, HubServer
+    from ..core.topics import TopicPolicy
+
+    server = HubServer(
+        policy,
+        host=args.host,
+        port=args.port,
+        ssl=server_ssl(args),
+        limits=limits,
+        compression=args.compression,
+        # A demo/dev hub: every authenticated client may subscribe to and
+        # publish on any topic ("all"), so ``wshub publish`` needs no subscription.
+        default_topic=TopicPolicy(publish="all", subscribe="all"),
+        config=HubConfig(
+            auth_timeout=args.auth_timeout,
+            max_connections=args.max_connections,
+            max_per_principal=args.max_per_principal,
+            max_per_host=args.max_per_host,
+        ),
+        metrics=args.metrics,
+        auth_message=args.auth_message,
+        refusal=args.refusal,
+        **host_options(args),
+    )
+
+    @server.command("echo")
+    async def echo(_ctx: CommandContext, payload: Any) -> Any:
+        return payload
+
+    @server.command("time")
+    async def now(_ctx: CommandContext, _payload: Any) -> int:
+        return int(time.time() * 1000)
+
+    @server.command("whoami")
+    async def whoami(ctx: CommandContext, _payload: Any) -> dict[str, str]:
+        return {"conn_id": ctx.conn_id, "principal": ctx.principal.id}
+
+    return server
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from ..adapters import EchoHandler, WebSocketServer
+
+    raise_descriptor_limit()
+
+    policy = access_policy(args)
+    limits = Limits(
+        max_message_size=args.max_message_size,
+        max_outbox_size=max(Limits().max_outbox_size, args.max_message_size + 16),
+        handshake_timeout=args.handshake_timeout,
+    )
+    server: Any
+    if args.echo and (args.auth_message or args.refusal != "http"):
+        raise SystemExit("wshub: --auth-message and --refusal apply to the hub, not --echo")
+    if args.echo:
+        server = WebSocketServer(
+            EchoHandler(policy),
+            host=args.host,
+            port=args.port,
+            ssl=server_ssl(args),
+            limits=limits,
+            compression=args.compression,
+            **host_options(args),
+        )
+    else:
+        server = _hub_server(args, policy, limits)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        tune_gc()
+        say(f"listening on {server.url}")
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                server.shutdown()
+                break
