@@ -31,6 +31,7 @@ from ..core import (
     TextMessage,
 )
 from ..core.auth import Denial
+from ..core.server import HOST_REFUSED
 from ._driver import Driver
 from ._scheduler import Scheduler
 from ._socket_driver import SocketDriver
@@ -219,6 +220,11 @@ class ServerSession:
                     await self._handler.on_close(self, event)
                 except Exception:
                     logger.exception("connection %s: on_close raised", self.id)
+            elif event.reason == HOST_REFUSED:
+                # Logged like Origin and token refusals (which the hub logs).
+                logger.info(
+                    "connection %s: refused: %s (from %s)", self.id, event.reason, self.remote
+                )
         elif isinstance(event, HandshakeRequest):
             await self._decide(event)
         elif isinstance(event, HttpRequest):

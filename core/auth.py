@@ -26,6 +26,7 @@ from .events import HandshakeRequest, Headers
 
 __all__ = [
     "SUBPROTOCOL",
+    "SUBPROTOCOL_TOKEN_CHARS",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "AccessPolicy",
     "Authenticator",
@@ -39,10 +40,19 @@ __all__ = [
     "VerifyFunction",
     "bearer_token",
     "select_subprotocol",
+    "subprotocol_denial",
+    "unsendable_token_chars",
 ]
 
 TOKEN_SUBPROTOCOL_PREFIX = "wshub.bearer."
 SUBPROTOCOL = "wshub.v1"
+
+#: What a browser accepts in a subprotocol, so in ``wshub.bearer.<token>``: the
+#: HTTP token characters (RFC 9110 §5.6.2 "tchar"; the WebSocket constructor
+#: throws SyntaxError on anything else, e.g. "/", "=", spaces, non-ASCII).
+SUBPROTOCOL_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,33 @@ def select_subprotocol(request: HandshakeRequest, supported: Iterable[str]) -> s
     return None
 
 
+def unsendable_token_chars(token: str) -> str:
+    """The characters of ``token`` a browser cannot send in a subprotocol, in order.
+
+    Empty for a token that fits ``wshub.bearer.<token>``; anything else must
+    be sent in a first ``auth`` message (``HubServer(auth_message=True)``).
+    """
+    return "".join(dict.fromkeys(c for c in token if c not in SUBPROTOCOL_TOKEN_CHARS))
+
+
+_NEEDS_V1 = Denial(400, f"a {TOKEN_SUBPROTOCOL_PREFIX}<token> subprotocol needs {SUBPROTOCOL} too")
+
+
+def subprotocol_denial(request: HandshakeRequest) -> Denial | None:
+    """400 for a token subprotocol offered without ``wshub.v1``, else None.
+
+    The token subprotocol is never selected (it would echo the token), so
+    such a handshake could only be accepted with no subprotocol, which a
+    browser fails as close code 1006 with no reason: refuse it with one.
+    """
+    offered = request.subprotocols
+    if SUBPROTOCOL in offered:
+        return None
+    if any(p.startswith(TOKEN_SUBPROTOCOL_PREFIX) for p in offered):
+        return _NEEDS_V1
+    return None
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
@@ -259,6 +296,10 @@ class AccessPolicy:
         """Origin check, then the request's bearer token (header, subprotocol, query)."""
         if not self.origin_allowed(request.origin):
             return Denial(403, "origin not allowed")
+        if request.subprotocols:
+            refused = subprotocol_denial(request)
+            if refused is not None:
+                return refused
         if not self.require_auth:
             return Principal(id="anonymous")
         token = bearer_token(request, allow_query=self.allow_query_token)

@@ -35,7 +35,11 @@ from .http_head import RequestHead, from_h11, parse_common_head
 from .limits import Limits
 from .request_head import HeadScanner
 
-__all__ = ["ServerConnection"]
+__all__ = ["HOST_REFUSED", "ServerConnection"]
+
+_HOST_BODY = b"host not allowed"
+#: The ``Closed.reason`` of a request refused by the Host allowlist (adapters log it).
+HOST_REFUSED = f"HTTP 403: {_HOST_BODY.decode()}"
 
 
 class _Pending(Enum):
@@ -164,7 +168,7 @@ class ServerConnection(Connection):
             # h11 has already refused a repeated Host (RFC 9112 §3.2: 400).
             hosts = fields.get("host", ())
             if len(hosts) != 1 or hosts[0].strip().lower() not in self.allowed_hosts:
-                self._answer(403, b"host not allowed", ())
+                self._answer(403, _HOST_BODY, ())
                 return
         if not is_upgrade_request(headers, fields):
             path, _, query = request.target.partition("?")
