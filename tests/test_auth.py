@@ -136,7 +136,10 @@ def test_query_token_only_when_enabled() -> None:
 
 
 def test_header_token_takes_precedence() -> None:
-    req = request(authorization="Bearer other", subprotocols=(TOKEN_SUBPROTOCOL_PREFIX + "s3cret",))
+    req = request(
+        authorization="Bearer other",
+        subprotocols=(SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + "s3cret"),
+    )
     assert policy().authenticate(req) == BOB
 
 
