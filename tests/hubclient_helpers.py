@@ -1,6 +1,6 @@
 """Shared pieces of the HubClient tests over real sockets: a running
-``HubServer``, a TCP reset from the server side, a free port, and a recorder
-of state changes that tests wait on (events, never sleeps)."""
+``HubServer``, a relay that resets TCP connections mid-stream, a free port,
+and a recorder of state changes that tests wait on (events, never sleeps)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from wshub.adapters import HubServer
 from wshub.adapters.hub_client_types import ConnectionState, StateChange
@@ -40,13 +41,78 @@ async def running(port: int = 0, **kwargs: Any) -> AsyncIterator[HubServer]:
             server.shutdown()
 
 
-def reset(server: HubServer, conn_id: str | None) -> None:
-    """Kill one connection's TCP with a reset (SO_LINGER 0), as a dead network would."""
-    assert conn_id is not None
-    session = server.handler._sessions[conn_id]
-    sock = session._driver.sock  # type: ignore[union-attr]
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    session.abort()
+class Proxy:
+    """A TCP relay between clients and a server that a test can cut with a reset.
+
+    ``reset()`` closes both sockets of every relayed connection with
+    SO_LINGER 0, so each end gets an RST mid-stream, as when a network dies;
+    neither the client nor the server is touched.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.connections = 0
+        self._links: list[tuple[SocketStream, SocketStream, anyio.CancelScope]] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = listener.extra(SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._relay)
+
+    def reset(self) -> int:
+        """Reset every relayed connection; how many there were."""
+        links, self._links = self._links, []
+        for client, upstream, scope in links:
+            for stream in (client, upstream):
+                sock = stream.extra(SocketAttribute.raw_socket)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            scope.cancel()  # the streams close on the way out: with linger 0, an RST
+        return len(links)
+
+    async def _relay(self, client: SocketStream) -> None:
+        self.connections += 1
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
+            except OSError:
+                return
+            async with upstream:
+                with anyio.CancelScope() as scope:
+                    link = (client, upstream, scope)
+                    self._links.append(link)
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_pump, client, upstream)
+                        tg.start_soon(_pump, upstream, client)
+                if link in self._links:
+                    self._links.remove(link)
+
+
+async def _pump(source: SocketStream, sink: SocketStream) -> None:
+    try:
+        async for chunk in source:
+            await sink.send(chunk)
+        await sink.send_eof()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+
+
+@asynccontextmanager
+async def proxied(**kwargs: Any) -> AsyncIterator[tuple[HubServer, Proxy]]:
+    """A running ``HubServer`` and a ``Proxy`` in front of it (clients use ``proxy.url``)."""
+    async with running(allowed_hosts=None, **kwargs) as server:
+        proxy = Proxy(server.port)
+        async with anyio.create_task_group() as tg:
+            await tg.start(proxy.serve)
+            try:
+                yield server, proxy
+            finally:
+                tg.cancel_scope.cancel()
 
 
 def free_port() -> int:

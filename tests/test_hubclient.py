@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.hubclient_helpers import ADMIN, FAST, TOKEN, States, no_jitter, reset, running
+from tests.hubclient_helpers import ADMIN, FAST, TOKEN, States, no_jitter, proxied, running
 from wshub.adapters import CommandContext, CommandError, HubServer
 from wshub.adapters.hub_client import HubClient
 from wshub.adapters.hub_client_types import (
@@ -96,17 +96,17 @@ async def test_a_call_without_reply_in_time_raises_call_timeout_and_the_client_g
 
 async def test_a_call_in_flight_when_the_connection_dies_is_lost_not_resent() -> None:
     with anyio.fail_after(10):
-        async with running() as server:
+        async with proxied() as (server, proxy):
             blocked = commands(server)
             states = States()
             async with HubClient(
-                server.url, token=TOKEN, backoff=FAST, random=no_jitter, on_state=states
+                proxy.url, token=TOKEN, backoff=FAST, random=no_jitter, on_state=states
             ) as client:
                 first = client.conn_id
 
                 async def kill() -> None:
                     await blocked.wait()
-                    reset(server, first)
+                    assert proxy.reset() == 1
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(kill)
@@ -120,7 +120,7 @@ async def test_a_call_in_flight_when_the_connection_dies_is_lost_not_resent() ->
 
 async def test_calls_made_while_disconnected_wait_for_the_next_connection() -> None:
     with anyio.fail_after(10):
-        async with running() as server:
+        async with proxied() as (server, proxy):
             commands(server)
             states = States()
             release = anyio.Event()
@@ -131,9 +131,9 @@ async def test_calls_made_while_disconnected_wait_for_the_next_connection() -> N
                 return TOKEN
 
             async with HubClient(
-                server.url, token=token, backoff=FAST, random=no_jitter, on_state=states
+                proxy.url, token=token, backoff=FAST, random=no_jitter, on_state=states
             ) as client:
-                reset(server, client.conn_id)
+                assert proxy.reset() == 1
                 await states.reach(ConnectionState.CONNECTING, 2)  # disconnected, held
                 assert client.state is ConnectionState.CONNECTING
                 result: list[int] = []
@@ -149,7 +149,7 @@ async def test_calls_made_while_disconnected_wait_for_the_next_connection() -> N
                 assert result == [42]
                 # Bounded: without a connection, the call's timeout still applies.
                 release = anyio.Event()
-                reset(server, client.conn_id)
+                assert proxy.reset() == 1
                 await states.reach(ConnectionState.CONNECTING, 3)
                 with pytest.raises(CallTimeout):
                     await client.call("add", [1], timeout=0.1)
