@@ -229,7 +229,7 @@ def test_stale_timers_of_removed_connections_stay_bounded() -> None:
         peer = expiring(h, 3600)
         h.hub.remove(peer.conn_id)
         del h.peers[peer.conn_id]
-    assert len(h.hub._timers) <= 2 * len(h.hub.connections()) + 65
+    assert len(h.hub._conns.timers) <= 2 * len(h.hub.connections()) + 65
 
 
 # -- inbound message rate -----------------------------------------------------------

@@ -1,0 +1,181 @@
+"""What every part of the hub shares: its settings, clocks, registry and output.
+
+``HubOutput`` encodes envelopes, queues them on connections (counting, and
+waking each connection's writer through ``on_output``), closes connections,
+and answers clients' mistakes with their error window. The other parts of the
+hub (admission, topics, commands) hold one and change nothing but through it
+and their own state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .connection import State
+from .envelope import Codec, ErrorCode, RequestId, encode_envelope
+from .frames import PreparedMessage
+from .hub_config import HubConfig
+from .hub_stats import Counters
+from .registry import HubConnection, Registry, _Entry
+
+__all__ = ["CLOSE_RATE", "CLOSE_TOO_MANY_ERRORS", "HubOutput", "check_message_type"]
+
+CLOSE_TOO_MANY_ERRORS = (1008, "too many invalid messages")
+CLOSE_RATE = (1008, "message rate exceeded")
+
+
+def check_message_type(message_type: str) -> None:
+    if not isinstance(message_type, str) or not message_type:
+        raise ValueError("message_type must be a non-empty string")
+
+
+class HubOutput:
+    """Settings, clocks, the registry, counters, and the one way out to clients.
+
+    ``config`` may be replaced while the hub runs (the adapter does, before
+    serving): every part reads it from here.
+    """
+
+    __slots__ = (
+        "_errors",
+        "_on_output",
+        "clock",
+        "codec",
+        "config",
+        "counters",
+        "registry",
+        "wall_clock",
+    )
+
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        codec: Codec,
+        on_output: Callable[[str], None] | None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.codec = codec
+        self.registry = Registry()
+        self.counters = Counters()
+        self._on_output = on_output
+        self._errors: dict[str, deque[float]] = {}
+
+    def prepare(self, message_type: str, payload: object, **fields: Any) -> PreparedMessage:
+        """Encode one envelope, stamped with the wall clock, ready for many sends."""
+        timestamp = int(self.wall_clock() * 1000)
+        data = encode_envelope(
+            message_type, payload, timestamp=timestamp, codec=self.codec, **fields
+        )
+        return PreparedMessage(data, text=True)
+
+    def send(self, entry: _Entry, message: PreparedMessage) -> bool:
+        """Queue on one connection if open; count; wake its writer."""
+        connection = entry.connection
+        if connection.state is not State.OPEN:
+            return False
+        counters = self.counters
+        if connection.send_prepared(message):
+            counters.messages_out += 1
+            counters.bytes_out += len(message.payload)
+            size = connection.outbox_size
+            counters.outbox_high_water = max(counters.outbox_high_water, size)
+            ok = True
+        else:
+            counters.slow_consumer_closes += 1
+            ok = False
+        self.notify(entry.info.conn_id)
+        return ok
+
+    def notify(self, conn_id: str) -> None:
+        if self._on_output is not None:
+            self._on_output(conn_id)
+
+    def close(
+        self,
+        conn_id: str,
+        connection: HubConnection,
+        close: tuple[int, str],
+        *,
+        policy: bool = False,
+    ) -> None:
+        """Start closing an open connection; ``policy`` counts it as a 1008 of ours."""
+        connection.close(*close)
+        if policy:
+            self.counters.policy_closes += 1
+        self.notify(conn_id)
+
+    def client_error(
+        self,
+        entry: _Entry,
+        request_id: RequestId | None,
+        code: ErrorCode,
+        message: str,
+        close: tuple[int, str] = CLOSE_TOO_MANY_ERRORS,
+    ) -> None:
+        """Answer a client's mistake, count it, and close 1008 past the limit."""
+        self.counters.error(code.value)
+        if request_id is None:
+            envelope = self.prepare("error", None, error=(code.value, message))
+        else:
+            envelope = self.prepare(
+                "reply", None, id=request_id, ok=False, error=(code.value, message)
+            )
+        self.send(entry, envelope)
+        conn_id = entry.info.conn_id
+        now = self.clock()
+        window = self._errors.get(conn_id)
+        if window is None:
+            window = self._errors[conn_id] = deque()
+        window.append(now)
+        horizon = now - self.config.error_window
+        while window and window[0] <= horizon:
+            window.popleft()
+        if len(window) > self.config.max_errors and entry.connection.state is State.OPEN:
+            self.close(conn_id, entry.connection, close, policy=True)
+
+    # -- direct sends (not to a topic) ---------------------------------------------
+
+    def broadcast(
+        self, message_type: str, payload: object, exclude: str | Collection[str] | None
+    ) -> int:
+        check_message_type(message_type)
+        message = self.prepare(message_type, payload)
+        if exclude is None:
+            skip: frozenset[str] = frozenset()
+        else:
+            skip = frozenset((exclude,) if isinstance(exclude, str) else exclude)
+        count = 0
+        for conn_id, entry in self.registry.entries.items():
+            if conn_id not in skip and self.send(entry, message):
+                count += 1
+        return count
+
+    def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
+        check_message_type(message_type)
+        message = self.prepare(message_type, payload)
+        entry = self.registry.entries.get(conn_id)
+        return int(entry is not None and self.send(entry, message))
+
+    def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
+        check_message_type(message_type)
+        message = self.prepare(message_type, payload)
+        count = 0
+        for conn_id in self.registry.of_principal(principal_id):
+            if self.send(self.registry.entries[conn_id], message):
+                count += 1
+        return count
+
+    def forget(self, conn_id: str) -> None:
+        """Drop a departed connection's error window."""
+        self._errors.pop(conn_id, None)
+
+    @property
+    def error_windows(self) -> int:
+        return len(self._errors)
