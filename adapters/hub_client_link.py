@@ -216,7 +216,7 @@ class Link:
             await sub.put(message)
 
     async def _signal_gap(self, state: Topic, gap: Gap) -> None:
-        logger.warning("hub client: %s", gap)
+        logger.info("hub client: %s", gap)
         marker = GapMarker(gap)
         for sub in list(state.subs):
             await sub.put(marker)

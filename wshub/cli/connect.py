@@ -1,7 +1,9 @@
 """``wshub connect``: an interactive client, stdin lines in, every message out.
 
 At the end of input it waits (``--wait``) for the replies still due to the
-requests it sent (lines with an ``id``), then closes.
+requests it sent (lines with an ``id``), then closes. With ``--subscribe``
+or ``--since`` it follows topics with the reconnecting hub client instead
+(``_follow``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import sys
 
 import anyio
 
-from ._common import client_session, say
+from ._common import client_session, positive_int, say
+from ._follow import follow, since_position
 
 __all__ = ["add_parser", "run"]
 
@@ -26,11 +29,42 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--wait",
         type=float,
         default=5.0,
-        help="seconds to wait at end of input for replies still due (default 5)",
+        help="seconds to wait at end of input for replies still due (default 5); "
+        "with --subscribe: the timeout of each request",
+    )
+    connect.add_argument(
+        "--subscribe",
+        action="append",
+        metavar="TOPIC",
+        help="follow TOPIC with the hub client: reconnects by itself, resubscribes with since, "
+        "one JSON line per message (with seq and epoch); stdin lines are sent as requests "
+        "(repeatable)",
+    )
+    connect.add_argument(
+        "--since",
+        action="append",
+        nargs=3,
+        type=str,
+        metavar=("TOPIC", "SEQ", "EPOCH"),
+        help="follow TOPIC from after SEQ of EPOCH (a line printed by an earlier run): the "
+        'server replays what was missed, or a {"gap": ...} line says it could not '
+        "(repeatable)",
+    )
+    connect.add_argument(
+        "--count", type=positive_int, help="with --subscribe: exit after N topic messages"
+    )
+    connect.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        help="with --subscribe: give up after N failed connection attempts in a row "
+        "(default: never)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.subscribe or args.since:
+        args.since = [since_position(values) for values in args.since or ()]
+        return anyio.run(follow, args)
     anyio.run(_connect, args)
     return 0
 
