@@ -52,6 +52,7 @@ from .hub_runtime import (
 )
 from .server import WebSocketServer
 from .session import ServerSession
+from .static_files import StaticFiles
 
 __all__ = [
     "CLOSE_CODES",
@@ -126,10 +127,16 @@ class HubHandler(HubRuntime, Handler):
             return verdict
         return Accept(principal=verdict, subprotocol=subprotocol)
 
+    #: ``GET /wshub.js`` (the browser client); ``StaticFiles(demo=True)`` adds the demo page.
+    static_files = StaticFiles()
+
     async def on_http(self, session: ServerSession, request: HttpRequest) -> HttpResponse:
         if self.metrics and request.method == "GET" and request.path == "/metrics":
             body = prometheus_text(self.hub.stats()).encode("utf-8")
             return HttpResponse(200, (("Content-Type", METRICS_CONTENT_TYPE),), body)
+        static = self.static_files.respond(request)
+        if static is not None:
+            return static
         return await super().on_http(session, request)
 
     async def on_open(self, session: ServerSession) -> None:

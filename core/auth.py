@@ -289,6 +289,11 @@ class AccessPolicy:
             return source
         raise TypeError(f"not a token verifier: {source!r}")
 
+    def allow_origins(self, origins: Iterable[str]) -> None:
+        """Add exact ``scheme://host[:port]`` values to the allowlist (e.g. a
+        server's own pages, whose port is known only once it listens)."""
+        self.allowed_origins = self.allowed_origins | {o.rstrip("/").lower() for o in origins}
+
     def origin_allowed(self, origin: str | None) -> bool:
         return origin is None or origin.rstrip("/").lower() in self.allowed_origins
 

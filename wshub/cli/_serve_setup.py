@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from ..core.auth import AccessPolicy, StaticTokens, TokenSource
+from ..core.auth import AccessPolicy, StaticTokens, TokenSource, unsendable_token_chars
 from ._common import fail, say
 from ._files import generate_token, write_private_file
 from .token import signed_tokens
@@ -36,14 +36,30 @@ def _static_tokens(args: argparse.Namespace, *, generate: bool) -> list[str]:
         ]
         if not tokens:
             raise fail(f"no token in {args.token_file}")
-        return tokens
+        return _browser_sendable(tokens, args)
     if args.token:
-        return list(args.token)
+        return _browser_sendable(list(args.token), args)
     if not generate:
         return []  # signed tokens only
     token = generate_token()
     say(f"token: {token}")
+    args.generated_token = token
     return [token]
+
+
+def _browser_sendable(tokens: list[str], args: argparse.Namespace) -> list[str]:
+    """Refuse tokens a browser cannot send as ``wshub.bearer.<token>``, unless
+    they travel in a first ``auth`` message (``--auth-message``)."""
+    if not getattr(args, "auth_message", False):
+        for number, token in enumerate(tokens, 1):
+            bad = unsendable_token_chars(token)
+            if bad:
+                raise fail(
+                    f"token {number} has characters a browser cannot send in a subprotocol "
+                    f"({bad!r}); use only A-Z a-z 0-9 and !#$%&'*+-.^_`|~ "
+                    "(e.g. a generated token), or serve with --auth-message"
+                )
+    return tokens
 
 
 def access_policy(args: argparse.Namespace) -> AccessPolicy:

@@ -135,6 +135,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="hub: refuse bad credentials with HTTP 401/403/429 (default) or accept and "
         "close at once with 4401/4403/4429, which browser code can read",
     )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="hub: serve a demo chat page at / built on /wshub.js (its own origin is "
+        "allowed; the Host allowlist applies)",
+    )
     serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
@@ -172,6 +178,12 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
         **host_options(args),
     )
 
+    if args.demo:
+        from ..adapters.static_files import StaticFiles
+
+        server.handler.static_files = StaticFiles(demo=True)
+        server.configure_topic("demo.chat", publish="subscribers", presence=True)
+
     @server.command("echo")
     async def echo(_ctx: CommandContext, payload: Any) -> Any:
         return payload
@@ -199,8 +211,8 @@ async def _serve(args: argparse.Namespace) -> None:
         handshake_timeout=args.handshake_timeout,
     )
     server: Any
-    if args.echo and (args.auth_message or args.refusal != "http"):
-        raise SystemExit("wshub: --auth-message and --refusal apply to the hub, not --echo")
+    if args.echo and (args.auth_message or args.refusal != "http" or args.demo):
+        raise SystemExit("wshub: --auth-message, --refusal and --demo apply to the hub, not --echo")
     if args.echo:
         server = WebSocketServer(
             EchoHandler(policy),
@@ -217,7 +229,25 @@ async def _serve(args: argparse.Namespace) -> None:
         await tg.start(server.serve)
         tune_gc()
         say(f"listening on {server.url}")
+        if args.demo:
+            _announce_demo(args, server, policy)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 server.shutdown()
                 break
+
+
+def _announce_demo(args: argparse.Namespace, server: Any, policy: AccessPolicy) -> None:
+    """Allow the demo page's own origin (known once listening) and print its address.
+
+    The token goes in the URL's fragment, which the browser never sends.
+    """
+    scheme = "https" if args.tls_cert is not None else "http"
+    hosts = server.server.allowed_hosts
+    if hosts is None:
+        say("demo: with --any-host, allow the page's origin with --allow-origin")
+    else:
+        policy.allow_origins(f"{scheme}://{host}" for host in sorted(hosts))
+    token = getattr(args, "generated_token", None) or (args.token[0] if args.token else None)
+    url = f"{scheme}{server.url.removeprefix('wss').removeprefix('ws')}/"
+    say(f"demo: {url}" + (f"#token={token}" if token else ""))
