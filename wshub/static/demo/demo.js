@@ -53,13 +53,10 @@ hub.on("recovered", ({ missed }) => {
   banner(`Reconnected: ${missed} missed message${missed === 1 ? "" : "s"} recovered from history.`, "good");
   log(`recovered ${missed}`);
 });
-hub.on("unrecoverable", ({ previous, epoch }) => {
+hub.on("unrecoverable", ({ previous, seq, epoch }) => {
   stats.unrecoverable += 1;
-  banner(
-    `Messages may have been lost while away (stream ${previous.epoch ?? "?"} → ${epoch ?? "?"}): ` +
-      "the server restarted or its history did not reach back.",
-    "bad"
-  );
+  const stream = epoch !== previous.epoch ? "a new stream: the server restarted" : "history did not reach back";
+  banner(`Messages sent while away were lost (#${previous.seq} → #${seq}, ${stream}).`, "bad");
   log("unrecoverable");
 });
 hub.on("presence", renderPresence);
