@@ -54,7 +54,8 @@ def test_retry_after_is_when_the_units_are_there(
             assert not bucket.take(now, n)
             continue
         assert wait >= 0
-        assert (wait == 0) == (bucket.level(now) >= n)
+        # within take's rounding tolerance (1e-9): a client exactly at the rate gets in
+        assert (wait == 0) == (bucket.level(now) >= n - 1e-9)
         if wait > 0:
             assert not bucket.take(now, n)
             assert bucket.take(now + wait + 1e-6, n)
