@@ -171,7 +171,8 @@ async def test_hub_mode_commands_topics_publish_and_connect() -> None:
             result = await run("publish", served.url, "room", "1", "--token", "wrong")
             assert result.returncode == 1
             assert result.stderr.decode().strip() == (
-                "wshub: server rejected the WebSocket handshake with HTTP 401"
+                "wshub: server rejected the WebSocket handshake with HTTP 401: invalid bearer "
+                "token (pass the hub's token with --token or --token-file)"
             )
 
             # stopping the server (SIGTERM) closes us with 1001 and exits 0

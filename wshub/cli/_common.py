@@ -1,4 +1,5 @@
-"""Helpers every ``wshub`` subcommand shares: argument types, output, errors, TLS."""
+"""Helpers every ``wshub`` subcommand shares: argument types, output, exit codes,
+and the client side of ``connect`` and ``publish`` (token, TLS)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,58 @@ import argparse
 import re
 import ssl
 from contextlib import AbstractAsyncContextManager
+from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ..core.auth import SUBPROTOCOL
+from ..tokenfile import read_token_file
 
 if TYPE_CHECKING:
     from ..adapters import ClientSession
 
 __all__ = [
+    "CliError",
+    "ExitCode",
+    "add_client_arguments",
+    "check_url",
     "client_session",
     "client_ssl",
+    "client_token",
+    "closed_line",
     "fail",
     "key_id",
     "positive_float",
     "positive_int",
     "say",
+    "tokens_from_file",
 ]
+
+
+class ExitCode(IntEnum):
+    """The exit status of ``wshub``: one per kind of outcome, so scripts can react."""
+
+    OK = 0
+    FAILED = 1  # refused or failed: HTTP 4xx, publish not ok, abnormal close, bad file
+    USAGE = 2  # invalid command line (argparse's own status)
+    UNAVAILABLE = 3  # cannot listen or connect: port busy, refused, DNS, TLS
+    TIMEOUT = 4  # no answer in time
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+class CliError(Exception):
+    """An expected failure: ``main`` prints ``wshub: <message>`` and exits with ``code``."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def fail(message: str, code: ExitCode = ExitCode.FAILED) -> CliError:
+    """``raise fail("...")``: the error ``main`` turns into one line and ``code``."""
+    return CliError(message, code)
 
 
 def positive_int(text: str) -> int:
@@ -52,28 +89,80 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def fail(message: str) -> SystemExit:
-    """The exit of an expected failure: ``wshub: <message>`` on stderr, status 1."""
-    return SystemExit(f"wshub: {message}")
+def closed_line(code: int, reason: str) -> str:
+    """How a connection ended, as the client commands report it."""
+    return f"closed with {code}: {reason}" if reason else f"closed with {code}"
 
 
-def client_ssl(url: str, insecure: bool) -> ssl.SSLContext | None:
-    if not url.startswith("wss://"):
+def tokens_from_file(path: Path) -> list[str]:
+    """The tokens of a ``--token-file``, or a one-line error naming the file."""
+    try:
+        return read_token_file(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise fail(f"{path}: {reason}") from None
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--token``/``--token-file``, ``--cafile`` and ``--insecure`` for the client commands."""
+    credentials = parser.add_mutually_exclusive_group()
+    credentials.add_argument("--token", help="bearer token (visible to other users in ps)")
+    credentials.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="read the bearer token from FILE (its first token line)",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--cafile",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate(s) to trust for wss://, e.g. a self-signed server's",
+    )
+    tls.add_argument("--insecure", action="store_true", help="skip TLS verification (testing only)")
+
+
+def client_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--cafile``/``--insecure`` for a wss:// ``args.url`` (else None)."""
+    if not args.url.startswith("wss://"):
         return None
     context = ssl.create_default_context()
-    if insecure:
+    if args.cafile is not None:
+        try:
+            context.load_verify_locations(cafile=args.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise fail(f"{args.cafile}: {exc.strerror or exc}") from None
+    if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
 
 
-def client_session(args: argparse.Namespace) -> AbstractAsyncContextManager[ClientSession]:
+def check_url(url: str) -> None:
+    """Refuse anything but a ws:// or wss:// URL as a usage error."""
+    if urlsplit(url).scheme not in ("ws", "wss"):
+        raise fail(f"expected a ws:// or wss:// URL, got {url!r}", ExitCode.USAGE)
+
+
+def client_token(args: argparse.Namespace) -> str | None:
+    """The bearer token of ``--token`` or ``--token-file`` (None: neither given)."""
+    if args.token_file is not None:
+        return tokens_from_file(args.token_file)[0]
+    return args.token  # type: ignore[no-any-return]
+
+
+def client_session(
+    args: argparse.Namespace, *, open_timeout: float = 10.0
+) -> AbstractAsyncContextManager[ClientSession]:
     """A client for the ``connect`` and ``publish`` commands: token, wshub.v1, TLS."""
     from ..adapters import connect
 
+    check_url(args.url)
     return connect(
         args.url,
-        token=args.token,
+        token=client_token(args),
         subprotocols=(SUBPROTOCOL,),
-        ssl=client_ssl(args.url, args.insecure),
+        ssl=client_ssl(args),
+        open_timeout=open_timeout,
     )

@@ -33,7 +33,7 @@ from ..adapters.hub_client_types import (
     Unrecovered,
 )
 from ..adapters.reconnect import Backoff
-from ._common import client_ssl, fail, say
+from ._common import client_ssl, client_token, fail, say
 
 __all__ = ["follow", "since_position"]
 
@@ -93,8 +93,8 @@ async def follow(args: argparse.Namespace) -> int:
     failure: Exception | None = None
     client = HubClient(
         args.url,
-        token=args.token,
-        ssl=client_ssl(args.url, args.insecure),
+        token=client_token(args),
+        ssl=client_ssl(args),
         backoff=Backoff(max_attempts=args.max_attempts),
         call_timeout=args.wait,
         on_state=_on_state,

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..core.auth import AccessPolicy, StaticTokens, TokenSource, unsendable_token_chars
-from ._common import fail, say
-from ._files import generate_token, write_private_file
+from ..tokenfile import generate_token, write_private_file
+from ._common import ExitCode, fail, say, tokens_from_file
 from .token import signed_tokens
 
 __all__ = [
@@ -29,14 +29,7 @@ __all__ = [
 
 def _static_tokens(args: argparse.Namespace, *, generate: bool) -> list[str]:
     if args.token_file is not None:
-        tokens = [
-            line.strip()
-            for line in args.token_file.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-        if not tokens:
-            raise fail(f"no token in {args.token_file}")
-        return _browser_sendable(tokens, args)
+        return _browser_sendable(tokens_from_file(args.token_file), args)
     if args.token:
         return _browser_sendable(list(args.token), args)
     if not generate:
@@ -114,10 +107,14 @@ def host_options(args: argparse.Namespace) -> dict[str, Any]:
 def server_ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_cert is None:
         if args.tls_key is not None:
-            raise SystemExit("wshub: --tls-key needs --tls-cert")
+            raise fail("--tls-key needs --tls-cert", ExitCode.USAGE)
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.tls_cert, args.tls_key)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        files = args.tls_cert if args.tls_key is None else f"{args.tls_cert}, {args.tls_key}"
+        raise fail(f"cannot load the TLS certificate ({files}): {exc.strerror or exc}") from None
     return context
 
 

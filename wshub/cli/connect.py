@@ -1,9 +1,11 @@
 """``wshub connect``: an interactive client, stdin lines in, every message out.
 
 At the end of input it waits (``--wait``) for the replies still due to the
-requests it sent (lines with an ``id``), then closes. With ``--subscribe``
-or ``--since`` it follows topics with the reconnecting hub client instead
-(``_follow``).
+requests it sent (lines with an ``id``), then closes. A connection that ends
+otherwise than normally (1000, 1001, or a close frame without a code, 1005)
+ends the command with ``wshub: closed with CODE: REASON`` and status 1. With
+``--subscribe`` or ``--since`` it follows topics with the reconnecting hub
+client instead (``_follow``).
 """
 
 from __future__ import annotations
@@ -14,17 +16,41 @@ import sys
 
 import anyio
 
-from ._common import client_session, positive_int, say
+from ._common import (
+    add_client_arguments,
+    check_url,
+    client_session,
+    closed_line,
+    fail,
+    positive_float,
+    positive_int,
+    say,
+)
 from ._follow import follow, since_position
 
-__all__ = ["add_parser", "run"]
+__all__ = ["NORMAL_CLOSE_CODES", "add_parser", "run"]
+
+NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
+"""Endings that are not errors: normal closure, going away, no status code."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    connect = sub.add_parser("connect", help="interactive client: lines in, messages out")
+    connect = sub.add_parser(
+        "connect",
+        help="interactive client: lines in, messages out",
+        description="Send each line of stdin as a text message and print every message "
+        "received. At the end of input, wait for the replies still due (--wait), then close. "
+        "With --subscribe or --since, follow topics with the reconnecting hub client.",
+    )
     connect.add_argument("url", help="ws:// or wss:// URL")
-    connect.add_argument("--token", help="bearer token")
-    connect.add_argument("--insecure", action="store_true", help="skip TLS verification")
+    add_client_arguments(connect)
+    connect.add_argument(
+        "--open-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when the connection is not open within SECONDS (default 10)",
+    )
     connect.add_argument(
         "--wait",
         type=float,
@@ -62,6 +88,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_url(args.url)
     if args.subscribe or args.since:
         args.since = [since_position(values) for values in args.since or ()]
         return anyio.run(follow, args)
@@ -92,10 +119,12 @@ def _reply_key(text: str) -> str | None:
 
 async def _connect(args: argparse.Namespace) -> None:
     """Send stdin lines; print every message; at EOF wait for the replies still due."""
+    from ..adapters import ConnectionClosed
+
     outstanding: set[str] = set()
     answered = anyio.Event()
 
-    async with client_session(args) as ws:
+    async with client_session(args, open_timeout=args.open_timeout) as ws:
 
         async def pump_stdin() -> None:
             nonlocal answered
@@ -111,7 +140,10 @@ async def _connect(args: argparse.Namespace) -> None:
                     if not outstanding:
                         answered = anyio.Event()
                     outstanding.add(key)
-                await ws.send(line)
+                try:
+                    await ws.send(line)
+                except ConnectionClosed:
+                    return  # the receiving side reports how it ended
             if outstanding:
                 with anyio.move_on_after(args.wait):
                     await answered.wait()
@@ -119,17 +151,20 @@ async def _connect(args: argparse.Namespace) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump_stdin)
-            async for message in ws:
-                if isinstance(message, str):
-                    say(message)
-                    key = _reply_key(message)
-                    if key is not None and key in outstanding:
-                        outstanding.discard(key)
-                        if not outstanding:
-                            answered.set()
-                else:
-                    say(f"<binary {message.hex()}>")
+            try:
+                async for message in ws:
+                    if isinstance(message, str):
+                        say(message)
+                        key = _reply_key(message)
+                        if key is not None and key in outstanding:
+                            outstanding.discard(key)
+                            if not outstanding:
+                                answered.set()
+                    else:
+                        say(f"<binary {message.hex()}>")
+            except ConnectionClosed:
+                pass  # reported below, from the closing event
             tg.cancel_scope.cancel()
-        event = ws.closed_event
-        if event is not None and event.code not in (1000, 1001, 1005):
-            raise SystemExit(f"wshub: closed with {event.code} {event.reason}")
+    event = ws.closed_event
+    if event is not None and event.code not in NORMAL_CLOSE_CODES:
+        raise fail(closed_line(event.code, event.reason))

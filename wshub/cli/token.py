@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from ..core.tokens import SignedTokens, format_key_file, parse_key_file
+from ..tokenfile import write_private_file
 from ._common import fail, key_id, positive_float, say
-from ._files import write_private_file
 
 __all__ = ["add_parser", "run", "signed_tokens"]
 
