@@ -6,11 +6,18 @@ from __future__ import annotations
 import argparse
 import re
 import ssl
-from contextlib import AbstractAsyncContextManager
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+import anyio
+from anyio.from_thread import BlockingPortal
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..core.auth import SUBPROTOCOL
 from ..tokenfile import read_token_file
@@ -32,6 +39,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "say",
+    "stdin_lines",
     "tokens_from_file",
 ]
 
@@ -166,3 +174,28 @@ def client_session(
         ssl=client_ssl(args),
         open_timeout=open_timeout,
     )
+
+
+@asynccontextmanager
+async def stdin_lines() -> AsyncIterator[MemoryObjectReceiveStream[str]]:
+    """The lines of stdin, read by a daemon thread: a stdin nobody closes must
+    not keep the process alive once the command is done (a worker thread
+    blocked in ``readline`` would: the interpreter joins those at exit)."""
+    send, receive = anyio.create_memory_object_stream[str](1)
+    async with BlockingPortal() as portal:
+        threading.Thread(target=_read_stdin, args=(portal, send), daemon=True).start()
+        try:
+            yield receive
+        finally:
+            receive.close()
+            await portal.stop(cancel_remaining=True)
+
+
+def _read_stdin(portal: BlockingPortal, send: MemoryObjectSendStream[str]) -> None:
+    """Hand each stdin line to the loop; close the stream at the end of input."""
+    try:
+        for line in sys.stdin:
+            portal.call(send.send, line)
+        portal.call(send.aclose)
+    except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the loop is done with stdin

@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from typing import Any
 
 import anyio
-from anyio.from_thread import BlockingPortal
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ..adapters.hub_client import HubClient
 from ..adapters.hub_client_types import (
@@ -33,7 +30,7 @@ from ..adapters.hub_client_types import (
     Unrecovered,
 )
 from ..adapters.reconnect import Backoff
-from ._common import client_ssl, client_token, fail, say
+from ._common import client_ssl, client_token, fail, say, stdin_lines
 
 __all__ = ["follow", "since_position"]
 
@@ -134,16 +131,10 @@ async def follow(args: argparse.Namespace) -> int:
                     _gap_line(exc.gap)
 
     async def requests() -> None:
-        send, receive = anyio.create_memory_object_stream[str](1)
-        async with BlockingPortal() as portal:
-            # A daemon thread: a stdin nobody closes must not keep the process alive.
-            threading.Thread(target=_read_stdin, args=(portal, send), daemon=True).start()
-            try:
-                async for line in receive:
-                    if line.strip():
-                        await _request(client, line)
-            finally:
-                await portal.stop(cancel_remaining=True)
+        async with stdin_lines() as lines:
+            async for line in lines:
+                if line.strip():
+                    await _request(client, line)
 
     try:
         async with client, anyio.create_task_group() as tg:
@@ -155,16 +146,6 @@ async def follow(args: argparse.Namespace) -> int:
     if failure is not None:
         raise fail(str(failure))
     return 0
-
-
-def _read_stdin(portal: BlockingPortal, send: MemoryObjectSendStream[str]) -> None:
-    """Hand each stdin line to the loop; close the stream at the end of input."""
-    try:
-        for line in sys.stdin:
-            portal.call(send.send, line)
-        portal.call(send.aclose)
-    except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass  # the loop is done with stdin
 
 
 async def _request(client: HubClient, line: str) -> None:

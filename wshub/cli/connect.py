@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import anyio
 
@@ -25,6 +24,7 @@ from ._common import (
     positive_float,
     positive_int,
     say,
+    stdin_lines,
 )
 from ._follow import follow, since_position
 
@@ -128,22 +128,20 @@ async def _connect(args: argparse.Namespace) -> None:
 
         async def pump_stdin() -> None:
             nonlocal answered
-            while True:
-                line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-                if not line:
-                    break
-                line = line.strip()
-                if not line:
-                    continue
-                key = _request_key(line)
-                if key is not None:
-                    if not outstanding:
-                        answered = anyio.Event()
-                    outstanding.add(key)
-                try:
-                    await ws.send(line)
-                except ConnectionClosed:
-                    return  # the receiving side reports how it ended
+            async with stdin_lines() as lines:
+                async for raw in lines:
+                    line = raw.strip()
+                    if not line:
+                        continue
+                    key = _request_key(line)
+                    if key is not None:
+                        if not outstanding:
+                            answered = anyio.Event()
+                        outstanding.add(key)
+                    try:
+                        await ws.send(line)
+                    except ConnectionClosed:
+                        return  # the receiving side reports how it ended
             if outstanding:
                 with anyio.move_on_after(args.wait):
                     await answered.wait()
