@@ -1,5 +1,6 @@
-"""I/O for wshub: the anyio WebSocket server and client (asyncio or trio)."""
+"""I/O for wshub: the anyio WebSocket server and client (asyncio or trio), the ASGI app."""
 
+from .asgi import HubApp, ThreadsafeHub
 from .client import ClientSession, connect
 from .echo import EchoHandler
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
@@ -55,6 +56,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeRejected",
     "HttpResponse",
+    "HubApp",
     "HubClient",
     "HubClientError",
     "HubHandler",
@@ -71,6 +73,7 @@ __all__ = [
     "StreamPosition",
     "Subscription",
     "ThreadedHub",
+    "ThreadsafeHub",
     "Unrecovered",
     "WebSocketServer",
     "connect",

@@ -191,10 +191,28 @@ class HubRuntime(HubOperations):
         request: HandshakeRequest | None,
         wake: Callable[[], None],
     ) -> None:
-        """Register an accepted connection; ``wake`` is called when it has output.
+        """``register`` the connection, then ``announce`` it."""
+        info = self.register(
+            conn_id, connection, verdict, remote=remote, request=request, wake=wake
+        )
+        if info is not None:
+            await self.announce(info)
 
-        ``Hub.add`` comes before the first ``await``: call this right after
-        ``decide`` admitted the connection, with nothing awaited in between.
+    def register(
+        self,
+        conn_id: str,
+        connection: HubConnection,
+        verdict: Principal | AwaitingAuth,
+        *,
+        remote: Remote | None,
+        request: HandshakeRequest | None,
+        wake: Callable[[], None],
+    ) -> ConnectionInfo | None:
+        """Add an admitted connection to the hub; ``wake`` is called when it has output.
+
+        Call it right after ``decide`` admitted the connection, with nothing
+        awaited in between, or admission is not exact. The connection's
+        info, or None while it awaits an ``auth`` message.
         """
         self._links[conn_id] = _Link(wake, remote_host(remote))
         if not isinstance(verdict, Principal):
@@ -207,7 +225,7 @@ class HubRuntime(HubOperations):
                 remote,
                 _target(request),
             )
-            return
+            return None
         info = self.hub.add(conn_id, connection, principal=verdict, remote=remote)
         self._commands.rearm()
         if hub_logger.isEnabledFor(logging.INFO):  # _target() is work: only when logged
@@ -219,8 +237,12 @@ class HubRuntime(HubOperations):
                 remote,
                 _target(request),
             )
+        return info
+
+    async def announce(self, info: ConnectionInfo) -> None:
+        """Tell ``on_connect`` that a registered connection joined."""
         if self.on_connect is not None:
-            await self._call_listener(conn_id, "on_connect", self.on_connect, info)
+            await self._call_listener(info.conn_id, "on_connect", self.on_connect, info)
 
     async def receive(self, conn_id: str, message: str | bytes) -> None:
         """One whole message of the connection, in order."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -26,10 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ..core.errors import WsHubError
-from ..core.hub_stats import HubStats
-from ..core.registry import ConnectionInfo
-from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
+from .blocking import BlockingOperations, HubStoppedError
 from .hub import HubServer
 
 __all__ = ["HubStoppedError", "ThreadedHub"]
@@ -38,11 +35,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class HubStoppedError(WsHubError, RuntimeError):
-    """The threaded hub was stopped (or its server failed): no more operations."""
-
-
-class ThreadedHub:
+class ThreadedHub(BlockingOperations):
     """A running ``HubServer`` with blocking, thread-safe operations.
 
     Build it with ``ThreadedHub.start(server_or_factory)``; stop it with
@@ -106,6 +99,10 @@ class ThreadedHub:
     # -- state -----------------------------------------------------------------
 
     @property
+    def _target(self) -> HubServer:
+        return self.server
+
+    @property
     def url(self) -> str:
         return self.server.url
 
@@ -143,8 +140,6 @@ class ThreadedHub:
         finally:
             self._exit_stack.close()
 
-    # -- operations (blocking, safe from any thread) ---------------------------
-
     def _call(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._stopped:
             raise HubStoppedError("the hub was stopped")
@@ -160,95 +155,3 @@ class ThreadedHub:
             if self._stopped or self._serving.done():
                 raise HubStoppedError("the hub was stopped") from exc
             raise
-
-    def broadcast(
-        self, message_type: str, payload: object, *, exclude: str | Collection[str] | None = None
-    ) -> int:
-        """Send one envelope to every connection but ``exclude``; how many got it."""
-        return self._call(self.server.broadcast, message_type, payload, exclude=exclude)
-
-    def publish(
-        self,
-        topic: str,
-        payload: object,
-        *,
-        message_type: str = "message",
-        droppable: bool = False,
-    ) -> int:
-        """Publish to a topic's subscribers; how many got it."""
-        return self._call(
-            self.server.publish, topic, payload, message_type=message_type, droppable=droppable
-        )
-
-    def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
-        return self._call(self.server.send_to, conn_id, message_type, payload)
-
-    def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
-        return self._call(self.server.send_to_principal, principal_id, message_type, payload)
-
-    def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
-        return self._call(self.server.disconnect, conn_id, code, reason)
-
-    def subscribe(self, conn_id: str, topic: str) -> None:
-        self._call(self.server.subscribe, conn_id, topic)
-
-    def unsubscribe(self, conn_id: str, topic: str) -> None:
-        self._call(self.server.unsubscribe, conn_id, topic)
-
-    def configure_topic(
-        self,
-        name: str,
-        *,
-        publish: PublishPolicy = "none",
-        subscribe: SubscribePolicy = "all",
-        presence: bool = False,
-        slow_consumer: SlowConsumerPolicy = "disconnect",
-        subscribe_scope: str | None = None,
-        publish_scope: str | None = None,
-    ) -> None:
-        self._call(
-            self.server.configure_topic,
-            name,
-            publish=publish,
-            subscribe=subscribe,
-            presence=presence,
-            slow_consumer=slow_consumer,
-            subscribe_scope=subscribe_scope,
-            publish_scope=publish_scope,
-        )
-
-    def connections(self) -> list[ConnectionInfo]:
-        """A snapshot of the open connections (copies: safe to read in any thread)."""
-        return self._call(_copy_connections, self.server)
-
-    def stats(self) -> HubStats:
-        return self._call(self.server.stats)
-
-    def command(
-        self, name: str, *, scope: str | None = None, timeout: float | None = None
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: register a command on the running hub (see ``HubHandler.command``).
-
-        A plain function runs in a worker thread of the loop, so synchronous
-        programs can register ordinary functions; call this handle from it.
-        """
-
-        def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            self._call(self.server.add_command, name, func, scope=scope, timeout=timeout)
-            return func
-
-        return register
-
-
-def _copy_connections(server: HubServer) -> list[ConnectionInfo]:
-    return [
-        ConnectionInfo(
-            conn_id=info.conn_id,
-            principal=info.principal,
-            remote=info.remote,
-            connected_at=info.connected_at,
-            metadata=dict(info.metadata),
-            subscriptions=set(info.subscriptions),
-        )
-        for info in server.connections()
-    ]

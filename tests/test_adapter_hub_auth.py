@@ -1,24 +1,26 @@
-"""Authentication over real sockets (asyncio and trio): first-message auth,
-expiry and refresh, the accept-then-close refusal mode, the message rate."""
+"""Authentication over real sockets, behind every front door (``hub_fronts``):
+first-message auth, expiry and refresh, the accept-then-close refusal mode,
+the message rate."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import pytest
+from hub_fronts import QUIET_LEGACY, Front, Served, front_params, serve
 
-from wshub.adapters import ConnectionClosed, HandshakeRejected, HubServer, connect
+from wshub.adapters import ConnectionClosed, HandshakeRejected, connect
 from wshub.core import Closed
 from wshub.core.auth import SUBPROTOCOL, Denial, Principal, bearer_token
 from wshub.core.events import HandshakeRequest
 from wshub.core.hub_config import HubConfig
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, *QUIET_LEGACY]
 
 
 class Verifier:
@@ -56,15 +58,24 @@ class Verifier:
         return self._check(token)
 
 
-@asynccontextmanager
-async def running(**kwargs: Any) -> AsyncIterator[HubServer]:
-    server = HubServer(kwargs.pop("auth", Verifier()), **kwargs)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve)
-        try:
-            yield server
-        finally:
-            server.shutdown()
+@pytest.fixture(params=front_params())
+def front(request: pytest.FixtureRequest) -> Front:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(front: Front) -> str:
+    return front.backend
+
+
+@pytest.fixture
+def running(front: Front) -> Callable[..., AbstractAsyncContextManager[Served]]:
+    """``async with running(**kwargs) as server:`` a hub behind this test's front."""
+
+    def start(**kwargs: Any) -> AbstractAsyncContextManager[Served]:
+        return serve(front, kwargs.pop("auth", Verifier()), **kwargs)
+
+    return start
 
 
 async def recv_json(ws: Any) -> dict[str, Any]:
@@ -87,7 +98,7 @@ def auth(token: str, id: int = 1) -> str:
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-async def test_first_message_auth_then_normal_service(is_async: bool) -> None:
+async def test_first_message_auth_then_normal_service(is_async: bool, running: Any) -> None:
     with anyio.fail_after(10):
         async with (
             running(auth=Verifier(is_async=is_async), auth_message=True) as server,
@@ -108,7 +119,7 @@ async def test_first_message_auth_then_normal_service(is_async: bool) -> None:
             assert (await recv_json(ws))["payload"] == "hello"
 
 
-async def test_first_message_auth_refuses_a_bad_token_and_a_late_one() -> None:
+async def test_first_message_auth_refuses_a_bad_token_and_a_late_one(running: Any) -> None:
     with anyio.fail_after(10):
         async with running(auth_message=True, config=HubConfig(auth_timeout=0.3)) as server:
             async with connect(server.url) as ws:
@@ -125,7 +136,7 @@ async def test_first_message_auth_refuses_a_bad_token_and_a_late_one() -> None:
             assert server.hub.footprint()["awaiting_auth"] == 0
 
 
-async def test_without_auth_message_a_missing_token_is_401() -> None:
+async def test_without_auth_message_a_missing_token_is_401(running: Any) -> None:
     with anyio.fail_after(10):
         async with running() as server:
             with pytest.raises(HandshakeRejected) as info:
@@ -134,7 +145,7 @@ async def test_without_auth_message_a_missing_token_is_401() -> None:
             assert info.value.status == 401
 
 
-async def test_expiring_token_closes_1008_unless_refreshed() -> None:
+async def test_expiring_token_closes_1008_unless_refreshed(running: Any) -> None:
     with anyio.fail_after(10):
         async with running() as server:
             async with connect(server.url, token="short") as ws:
@@ -169,7 +180,7 @@ async def test_expiring_token_closes_1008_unless_refreshed() -> None:
     ],
 )
 async def test_close_refusal_mode_tells_the_page_why(
-    kwargs: dict[str, Any], code: int, reason: str
+    kwargs: dict[str, Any], code: int, reason: str, running: Any
 ) -> None:
     with anyio.fail_after(10):
         async with running(refusal="close") as server:
@@ -179,7 +190,7 @@ async def test_close_refusal_mode_tells_the_page_why(
             assert server.hub.footprint()["connections"] == 0
 
 
-async def test_close_refusal_mode_for_connection_limits() -> None:
+async def test_close_refusal_mode_for_connection_limits(running: Any) -> None:
     with anyio.fail_after(10):
         config = HubConfig(max_per_principal=1)
         async with (
@@ -193,7 +204,7 @@ async def test_close_refusal_mode_for_connection_limits() -> None:
             assert server.send_to_principal("alice", "ping", 1) == 1
 
 
-async def test_http_refusal_is_the_default() -> None:
+async def test_http_refusal_is_the_default(running: Any) -> None:
     with anyio.fail_after(10):
         async with running() as server:
             with pytest.raises(HandshakeRejected) as info:
@@ -204,7 +215,7 @@ async def test_http_refusal_is_the_default() -> None:
             assert info.value.status == 403
 
 
-async def test_message_flood_is_refused_then_closed_and_others_keep_receiving() -> None:
+async def test_message_flood_is_refused_then_closed_and_others_keep_receiving(running: Any) -> None:
     config = HubConfig(message_rate=5, message_burst=5, max_errors=3)
     with anyio.fail_after(10):
         async with (
