@@ -25,6 +25,8 @@ from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 SERVERS = ("wshub", "websockets", "floor")
+#: Servers run only when asked for (``--server``): wshub's hub under uvicorn.
+EXTRA_SERVERS = ("wshub-uvicorn",)
 _LISTENING = re.compile(r"listening on ws://([^:\s]+):(\d+)")
 
 
@@ -65,6 +67,8 @@ def server_command(name: str, *, echo: bool, tokens: list[str]) -> list[str]:
         command = [sys.executable, str(HERE / "servers" / "websockets_server.py"), "--port", "0"]
     elif name == "floor":
         command = [sys.executable, str(HERE / "servers" / "floor.py"), "--port", "0"]
+    elif name == "wshub-uvicorn":
+        command = [sys.executable, str(HERE / "servers" / "wshub_uvicorn.py"), "--port", "0"]
     else:
         raise ValueError(f"unknown server {name!r}")
     for token in tokens:
@@ -97,14 +101,14 @@ class Server:
         self.name = name
         self.command = pinning.wrap(server_command(name, echo=echo, tokens=tokens), pinning.server)
         env = dict(os.environ)
-        if name == "wshub":
+        if name.startswith("wshub"):
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(wshub_src), env.get("PYTHONPATH", "")) if p
             )
         self.env = env
         # ``python -m`` puts the working directory first on sys.path: run wshub
         # from its source tree so that tree is what gets measured.
-        self.cwd = str(wshub_src) if name == "wshub" else None
+        self.cwd = str(wshub_src) if name.startswith("wshub") else None
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
             prefix=f"bench-{name}-", suffix=".log", delete=False
         )

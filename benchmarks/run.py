@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.build import build_loadgen
 from benchmarks.procs import (
+    EXTRA_SERVERS,
     SERVERS,
     BenchError,
     Pinning,
@@ -54,7 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenario", action="append", choices=list(SCENARIOS), help="repeatable; default all"
     )
     parser.add_argument(
-        "--server", action="append", choices=SERVERS, help="repeatable; default all"
+        "--server",
+        action="append",
+        choices=SERVERS + EXTRA_SERVERS,
+        help=f"repeatable; default {', '.join(SERVERS)}",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per timed scenario")
