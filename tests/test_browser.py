@@ -13,6 +13,7 @@ import contextlib
 import functools
 import http.server
 import json
+import re
 import select
 import socket
 import subprocess
@@ -398,3 +399,31 @@ def test_demo_page_chat_commands_reconnect_and_screenshots(hub_process: Any, pag
         two.wait_for("!document.getElementById('banner').className.includes('good')")
         assert "lost" in two.evaluate("document.getElementById('banner').textContent")
     two.screenshot(ARTIFACTS / "demo-reconnect.png")
+
+
+def test_readme_browser_example_runs(hub_process: Any, pages: Any) -> None:
+    """The README's wshub.js example, as written (its import made dynamic for
+    evaluation, and fetch("/token") answered with the server's token)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```js\n(.*?)```", readme, re.S)
+    hub = hub_process("--token", "tok")
+    page = pages(hub.origin + "/")
+    code = example.replace(
+        'import { connect } from "./wshub.js";', 'const { connect } = await import("/wshub.js");'
+    )
+    assert code != example, "the example's import line changed: update this test"
+    code = code.replace('"ws://127.0.0.1:8765/"', f'"ws://127.0.0.1:{hub.port}/"')
+    page.evaluate(
+        """window.logged = [];
+        console.log = (...args) => logged.push(JSON.stringify(args));
+        window.fetch = async () => new Response("tok");"""
+    )
+    page.evaluate(f"(async () => {{ {code} }})()")
+    logged = [json.loads(line) for line in page.evaluate("logged")]
+    assert ["state:", "connecting"] in logged
+    assert ["state:", "open"] in logged
+    published = next(entry[0] for entry in logged if isinstance(entry[0], dict))
+    assert published["topic"] == "chat"
+    assert published["delivered"] == 1
+    assert [published["seq"], {"text": "hi"}] in logged  # its own message, via the subscription
+    assert [{"n": 1}] in logged  # the echo command's reply

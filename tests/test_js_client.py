@@ -15,7 +15,7 @@ TYPESCRIPT = "typescript@5.6.3"
 def test_node_unit_tests_pass() -> None:
     node = require_binary("node", "nodejs")
     result = subprocess.run(
-        [node, "--test", "--test-reporter=tap", str(JS_TESTS)],
+        [node, "--test", "--test-timeout=60000", "--test-reporter=tap", str(JS_TESTS)],
         capture_output=True,
         text=True,
         timeout=300,

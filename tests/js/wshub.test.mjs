@@ -490,3 +490,26 @@ describe("topics", () => {
     assert.equal(named("error").at(-1).code, "invalid_json");
   });
 });
+
+describe("start", () => {
+  // These use the real timers: each test ends with the client closed.
+  test("listeners added right after connect() see the first `connecting`", async () => {
+    const { FakeWebSocket } = fakeWebSocketClass();
+    const client = new WshubClient("ws://hub.test/", { WebSocket: FakeWebSocket, network: null, token: "t" });
+    const states = [];
+    client.connect().on("state", (s) => states.push(s));
+    await flush();
+    client.close();
+    assert.deepEqual(states, ["connecting", "closed"]);
+  });
+
+  test("close() in the same tick as connect() opens nothing", async () => {
+    const { FakeWebSocket, sockets } = fakeWebSocketClass();
+    const client = new WshubClient("ws://hub.test/", { WebSocket: FakeWebSocket, network: null, token: "t" });
+    client.connect();
+    client.close();
+    await flush();
+    assert.equal(sockets.length, 0);
+    assert.equal(client.state, "closed");
+  });
+});

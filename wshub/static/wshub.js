@@ -127,8 +127,13 @@ export class WshubClient {
       net.addEventListener("offline", this._onOffline);
     }
     this._offline = !!(net && net.navigator && net.navigator.onLine === false);
-    this._setState("connecting");
-    if (!this._offline) this._open();
+    // Start on the next microtask, so that listeners added right after
+    // `connect(url).on(...)` see the first "connecting" too.
+    queueMicrotask(() => {
+      if (!this._wanted || this._state === "connecting") return;
+      this._setState("connecting");
+      if (!this._offline) this._open();
+    });
     return this;
   }
 
