@@ -207,6 +207,7 @@ class AsgiSession:
         runtime = self.runtime
         conn_id = self.conn_id
         limit = self.max_message_size
+        failed = False  # the hub raised: deliver nothing more (as the native server)
         while True:
             try:
                 message = await receive()
@@ -221,10 +222,17 @@ class AsgiSession:
                     data = message.get("bytes")
                     if data is None:
                         continue
+                if failed:
+                    continue
                 if _too_big(data, limit):
                     self.close(1009, "message too big")
                     continue
-                await runtime.receive(conn_id, data)
+                try:
+                    await runtime.receive(conn_id, data)
+                except Exception:
+                    log_conn(logging.ERROR, conn_id, "handling a message raised", exc=True)
+                    failed = True
+                    self.close(1011, "internal error")
             elif kind == "websocket.disconnect":
                 code = message.get("code")
                 self._ended_with(1005 if code is None else int(code), message.get("reason") or "")

@@ -278,7 +278,11 @@ class HubApp(HubOperations):
             return
         request = handshake_request(scope)
         remote = client_address(scope)
-        verdict = await self.runtime.decide(conn_id, request, remote)
+        try:
+            verdict = await self.runtime.decide(conn_id, request, remote)
+        except Exception:  # the authenticator raised: a 500, as on the native server
+            log_conn(logging.ERROR, conn_id, "deciding the upgrade raised", exc=True)
+            verdict = Denial(500, "internal error")
         if isinstance(verdict, Denial):
             await deny(scope, send, verdict.status, verdict.reason, verdict.headers)
             return

@@ -155,7 +155,12 @@ class HubRuntime(HubOperations):
     # -- lifecycle ---------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the command task group and the hub's timer until cancelled."""
+        """Run the command task group and the hub's timer until cancelled.
+
+        Serving starts afresh: a previous ``begin_shutdown`` no longer applies
+        (an ASGI app's lifespan may run again, e.g. one test client per test).
+        """
+        self._commands.stopping = False
         await self._commands.run(task_status=task_status)
 
     def begin_shutdown(self) -> None:

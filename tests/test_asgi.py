@@ -398,3 +398,48 @@ async def test_threadsafe_handle_from_a_worker_thread() -> None:
     assert not handle.running
     with pytest.raises(HubStoppedError):
         handle.publish("t", 3)
+
+
+async def test_an_authenticator_that_raises_is_a_500_and_the_app_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        def authenticate(self, request: Any) -> Principal:
+            if request.path == "/broken":
+                raise RuntimeError("database down")
+            return Principal("bob")
+
+    app = HubApp(Broken())
+    with anyio.fail_after(5), caplog.at_level(logging.ERROR, logger="wshub.hub"):
+        status, _, body = await refusal(app, path="/broken")
+        assert (status, body) == (500, b"internal error")
+        async with running(app) as tg:
+            await opened(tg, app)
+    assert "database down" in caplog.text
+
+
+async def test_a_handler_error_closes_1011_and_stops_delivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = HubApp(policy())
+    calls: list[str | bytes] = []
+
+    async def broken(conn_id: str, message: str | bytes) -> None:
+        calls.append(message)
+        raise RuntimeError("hub bug")
+
+    with anyio.fail_after(5), caplog.at_level(logging.ERROR, logger="wshub.hub"):
+        async with running(app) as tg:
+            peer = await opened(tg, app)
+            app.runtime.receive = broken  # type: ignore[method-assign]
+            await peer.put({"type": "websocket.receive", "bytes": b"1"})
+            await peer.put({"type": "websocket.receive", "bytes": b"2"})
+            assert await peer.get() == {
+                "type": "websocket.close",
+                "code": 1011,
+                "reason": "internal error",
+            }
+            await peer.put({"type": "websocket.disconnect", "code": 1011})
+            await peer.done.wait()
+    assert calls == [b"1"]  # the second message is not delivered
+    assert caplog.text.count("handling a message raised") == 1
