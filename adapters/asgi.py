@@ -177,7 +177,7 @@ class HubApp(HubOperations):
         those still open after ``shutdown_timeout`` are dropped.
         """
         if self._running:
-            raise RuntimeError("this HubApp's lifespan is already running (it runs once)")
+            raise RuntimeError("this HubApp's lifespan is already running (one at a time)")
         async with anyio.create_task_group() as tg, BlockingPortal() as portal:
             await tg.start(self.runtime.run)
             self._running = True
