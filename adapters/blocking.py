@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..core.errors import WsHubError
+from ..core.hub_recovery import HistoryPage
 from ..core.hub_stats import HubStats
 from ..core.registry import ConnectionInfo
 from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
@@ -90,6 +91,8 @@ class BlockingOperations:
         slow_consumer: SlowConsumerPolicy = "disconnect",
         subscribe_scope: str | None = None,
         publish_scope: str | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
     ) -> None:
         self._call(
             self._target.configure_topic,
@@ -100,7 +103,14 @@ class BlockingOperations:
             slow_consumer=slow_consumer,
             subscribe_scope=subscribe_scope,
             publish_scope=publish_scope,
+            history_size=history_size,
+            history_ttl=history_ttl,
         )
+
+    def history(
+        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        return self._call(self._target.history, topic, since=since, limit=limit)
 
     def connections(self) -> list[ConnectionInfo]:
         """A snapshot of the open connections (copies: safe to read in any thread)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from ..core.hub import Hub
+from ..core.hub_recovery import HistoryPage
 from ..core.hub_stats import HubStats
 from ..core.registry import ConnectionInfo
 from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
@@ -72,8 +73,11 @@ class HubOperations:
         slow_consumer: SlowConsumerPolicy = "disconnect",
         subscribe_scope: str | None = None,
         publish_scope: str | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
     ) -> None:
-        """Set a topic's policy (who may publish and subscribe, presence, slow consumers)."""
+        """Set a topic's policy (who may publish and subscribe, presence, slow
+        consumers, history kept: see ``Hub.configure_topic``)."""
         self.hub.configure_topic(
             name,
             publish=publish,
@@ -82,7 +86,15 @@ class HubOperations:
             slow_consumer=slow_consumer,
             subscribe_scope=subscribe_scope,
             publish_scope=publish_scope,
+            history_size=history_size,
+            history_ttl=history_ttl,
         )
+
+    def history(
+        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The envelopes ``topic`` keeps (see ``Hub.history``)."""
+        return self.hub.history(topic, since=since, limit=limit)
 
     def connections(self) -> list[ConnectionInfo]:
         return self.hub.connections()

@@ -36,7 +36,7 @@ MAX_TYPE_LENGTH: Final = 128
 
 #: Client message types the hub handles itself; any other type with an ``id``
 #: is a command.
-RESERVED_TYPES: Final = frozenset({"subscribe", "unsubscribe", "publish", "auth"})
+RESERVED_TYPES: Final = frozenset({"subscribe", "unsubscribe", "publish", "auth", "history"})
 
 
 class ErrorCode(StrEnum):

@@ -32,18 +32,22 @@ into the hub.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection
 from typing import Any
 
 from .auth import Principal
+from .connection import RandomSource
 from .envelope import Codec, JsonCodec, RequestId
 from .errors import LocalProtocolError
+from .history import check_history_settings
 from .hub_commands import Commands
 from .hub_config import HubConfig
 from .hub_connections import Connections
 from .hub_events import HubEvent
 from .hub_input import HubInput
 from .hub_output import HubOutput, check_message_type
+from .hub_recovery import HistoryPage, check_history_read
 from .hub_stats import HubStats
 from .hub_topics import Topics, check_topic_name
 from .registry import Admission, ConnectionInfo, HubConnection, Registry, Remote
@@ -60,7 +64,8 @@ class Hub:
     ``clock`` is monotonic (error windows, command deadlines); ``wall_clock``
     gives seconds since the epoch (envelope timestamps, ``connected_at``).
     ``codec`` replaces stdlib ``json``; ``default_topic`` is the policy of
-    topics not configured with ``configure_topic``.
+    topics not configured with ``configure_topic``. ``random(n)`` gives ``n``
+    random bytes (topic epochs); tests pass a seeded source.
     """
 
     __slots__ = ("_commands", "_conns", "_input", "_out", "_topics")
@@ -74,6 +79,7 @@ class Hub:
         on_output: Callable[[str], None] | None = None,
         codec: Codec | None = None,
         default_topic: TopicPolicy | None = None,
+        random: RandomSource = os.urandom,
     ) -> None:
         self._out = HubOutput(
             config=config or HubConfig(),
@@ -83,7 +89,7 @@ class Hub:
             on_output=on_output,
         )
         self._conns = Connections(self._out)
-        self._topics = Topics(self._out, default_topic or TopicPolicy())
+        self._topics = Topics(self._out, default_topic or TopicPolicy(), random)
         self._commands = Commands(self._out)
         self._input = HubInput(self._out, self._conns, self._topics, self._commands)
 
@@ -228,12 +234,14 @@ class Hub:
         """Publish to a topic's subscribers with the next ``seq``.
 
         ``droppable`` matters on topics with the "drop" slow-consumer policy.
-        A topic that is neither configured nor subscribed does not exist:
-        nothing is delivered and no ``seq`` is used.
+        A topic that is neither configured, nor subscribed, nor holding
+        history does not exist: nothing is delivered and no ``seq`` is used,
+        unless ``HubConfig.history_size`` keeps history of every topic (then
+        the publish makes the topic and is kept).
         """
         check_topic_name(topic)
         check_message_type(message_type)
-        state = self._topics.topics.get(topic)
+        state = self._topics.get_or_keep(topic)
         if state is None:
             return 0
         return self._topics.publish(state, payload, message_type, droppable)[1]
@@ -250,9 +258,17 @@ class Hub:
         slow_consumer: SlowConsumerPolicy = "disconnect",
         subscribe_scope: str | None = None,
         publish_scope: str | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
     ) -> None:
-        """Set a topic's policy (see ``TopicPolicy``); the topic then persists."""
+        """Set a topic's policy (see ``TopicPolicy``); the topic then persists.
+
+        ``history_size`` / ``history_ttl``: the topic keeps its last
+        ``history_size`` envelopes (0: none), each for ``history_ttl`` seconds
+        (``math.inf``: no age bound); None takes ``HubConfig``'s default.
+        """
         check_topic_name(name)
+        check_history_settings(history_size, history_ttl)
         policy = TopicPolicy(
             publish=publish,
             subscribe=subscribe,
@@ -261,7 +277,7 @@ class Hub:
             subscribe_scope=subscribe_scope,
             publish_scope=publish_scope,
         )
-        self._topics.configure(name, policy)
+        self._topics.configure(name, policy, history_size, history_ttl)
 
     def subscribe(self, conn_id: str, topic: str) -> list[HubEvent]:
         """Subscribe a connection server-side (no policy check, no reply)."""
@@ -287,6 +303,23 @@ class Hub:
         """The last ``seq`` published on ``topic`` (0 if none or forgotten)."""
         state = self._topics.topics.get(topic)
         return 0 if state is None else state.seq
+
+    def topic_epoch(self, topic: str) -> str | None:
+        """The epoch of ``topic``'s stream: its ``seq`` counts within it (None
+        while the topic does not exist)."""
+        state = self._topics.topics.get(topic)
+        return None if state is None else state.epoch
+
+    def history(
+        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The envelopes ``topic`` keeps: after ``since`` = ``(seq, epoch)``
+        when given (none unless that position is recoverable: same epoch,
+        history reaching back to ``seq + 1``), else the newest; at most
+        ``limit`` (default: all), oldest first."""
+        check_topic_name(topic)
+        check_history_read(since, limit)
+        return self._topics.read_history(topic, since, limit)
 
     # -- commands ----------------------------------------------------------
 
@@ -314,20 +347,22 @@ class Hub:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must next run (a command deadline, an auth
-        deadline or a credential expiry), or None."""
+        deadline, a credential expiry or the age bound of a history entry),
+        or None."""
         deadline = self._commands.table.next_deadline()
-        timer = self._conns.next_deadline()
-        if timer is not None and (deadline is None or timer < deadline):
-            return timer
+        for timer in (self._conns.next_deadline(), self._topics.history.next_deadline()):
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
         return deadline
 
     def handle_timer(self, now: float | None = None) -> list[HubEvent]:
         """Answer ``command_timeout`` for every command past its deadline;
         close connections whose auth deadline passed or whose credentials
-        expired (1008)."""
+        expired (1008); drop history entries past their age."""
         if now is None:
             now = self._out.clock()
         self._conns.expire(now)
+        self._topics.history.expire(now)
         return self._commands.expire(now)
 
     # -- observation ---------------------------------------------------------
@@ -339,6 +374,8 @@ class Hub:
             connections=len(self._out.registry),
             subscriptions={t.name: len(t.subscribers) for t in topics.values() if t.subscribers},
             pending_commands=self._commands.table.total,
+            history_entries=self._topics.history.entries,
+            history_bytes=self._topics.history.nbytes,
         )
 
     def footprint(self) -> dict[str, int]:

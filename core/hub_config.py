@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .history import check_history_settings
+
 __all__ = ["HubConfig"]
 
 
@@ -68,6 +70,19 @@ class HubConfig:
         refusals (403) do not count, so a foreign web page cannot lock local
         clients out. ``auth_failure_rate=None`` disables it. Defaults 1/s
         and 100.
+    ``history_size`` / ``history_ttl`` / ``history_topic_bytes``
+        History kept per topic unless ``Hub.configure_topic`` says otherwise:
+        the last ``history_size`` published envelopes (0, the default: none),
+        each for ``history_ttl`` seconds (default 300; ``math.inf``: no age
+        bound), at most ``history_topic_bytes`` of envelopes per topic
+        (default 1 MiB). A topic with history lives while it has subscribers
+        or history, so a publish with nobody subscribed is numbered and kept.
+    ``max_history_bytes``
+        Envelope bytes kept in the history of all topics together; past it
+        the oldest entries of all topics go first. Default 64 MiB.
+    ``max_history_page``
+        Most messages one ``history`` request returns (a larger ``limit`` is
+        capped to it). Default 1000.
     """
 
     max_connections: int | None = None
@@ -88,6 +103,11 @@ class HubConfig:
     message_burst: int = 2000
     auth_failure_rate: float | None = 1.0
     auth_failure_burst: int = 100
+    history_size: int = 0
+    history_ttl: float = 300.0
+    history_topic_bytes: int = 1 << 20
+    max_history_bytes: int = 64 << 20
+    max_history_page: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_per_principal", "max_per_host"):
@@ -103,10 +123,17 @@ class HubConfig:
             "max_subscriptions",
             "message_burst",
             "auth_failure_burst",
+            "history_topic_bytes",
+            "max_history_bytes",
+            "max_history_page",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        size = self.history_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"history_size must be an integer >= 0, got {size!r}")
+        check_history_settings(None, self.history_ttl)
         if isinstance(self.max_errors, bool) or self.max_errors < 0:
             raise ValueError(f"max_errors must be >= 0, got {self.max_errors!r}")
         if self.retry_after < 0:

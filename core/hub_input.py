@@ -3,7 +3,7 @@
 Text from an open connection is counted, checked against its inbound-rate
 bucket, parsed into a ``Request`` (or answered with the ``EnvelopeError``'s
 code) and dispatched by message type: ``auth`` to ``Connections``,
-``subscribe``/``unsubscribe``/``publish`` to ``Topics``, any other type with
+``subscribe``/``unsubscribe``/``publish``/``history`` to ``Topics``, any other type with
 an ``id`` to ``Commands``. A connection still waiting for credentials may
 only send its ``auth`` message.
 """
@@ -68,6 +68,8 @@ class HubInput:
             return self._topics.on_unsubscribe(entry, request)
         if kind == "publish":
             return self._topics.on_publish(entry, request)
+        if kind == "history":
+            return self._topics.on_history(entry, request)
         if request.id is None:
             out.client_error(
                 entry, None, ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {kind!r}"

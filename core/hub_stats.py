@@ -43,7 +43,8 @@ class HubStats:
     (1008 for too many errors), ``commands`` (requests handed to the
     application), ``command_errors`` (commands answered with an error),
     ``errors_by_code``. ``outbox_high_water``: the largest outbox seen right
-    after the hub queued to it.
+    after the hub queued to it. ``history_entries`` / ``history_bytes``:
+    envelopes kept in the history of all topics, and their bytes (gauges).
     """
 
     connections: int
@@ -60,6 +61,8 @@ class HubStats:
     command_errors: int
     outbox_high_water: int
     errors_by_code: Mapping[str, int]
+    history_entries: int = 0
+    history_bytes: int = 0
 
     @classmethod
     def snapshot(
@@ -69,6 +72,8 @@ class HubStats:
         connections: int,
         subscriptions: dict[str, int],
         pending_commands: int,
+        history_entries: int = 0,
+        history_bytes: int = 0,
     ) -> HubStats:
         return cls(
             connections=connections,
@@ -85,6 +90,8 @@ class HubStats:
             command_errors=counters.command_errors,
             outbox_high_water=counters.outbox_high_water,
             errors_by_code=MappingProxyType(dict(counters.errors_by_code)),
+            history_entries=history_entries,
+            history_bytes=history_bytes,
         )
 
 
@@ -102,6 +109,8 @@ _SCALARS: tuple[tuple[str, str, str, str], ...] = (
         "gauge",
         "Largest connection outbox seen after queueing.",
     ),
+    ("history_entries", "history_entries", "gauge", "Envelopes kept in topic history."),
+    ("history_bytes", "history_bytes", "gauge", "Bytes of envelopes kept in topic history."),
     ("messages_in", "messages_received_total", "counter", "Client text messages received."),
     ("bytes_in", "received_bytes_total", "counter", "UTF-8 bytes of client text messages."),
     ("messages_out", "messages_sent_total", "counter", "Envelopes queued, once per recipient."),

@@ -1,8 +1,9 @@
 """Topics: who may subscribe and publish, who is subscribed, and the sequence.
 
-An unconfigured topic exists only while it has subscribers; when its last
-subscriber leaves it is forgotten with its ``seq``. A configured topic
-(``Hub.configure_topic``) keeps its policy and its ``seq`` for the hub's life.
+An unconfigured topic exists only while it has subscribers or history; then
+it is forgotten with its ``seq``. A configured topic (``Hub.configure_topic``)
+keeps its policy, its ``seq`` and its ``epoch`` for the hub's life. The epoch
+names one run of ``seq`` numbers: a topic created again starts a new one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .history import TopicLog
 from .registry import ConnectionInfo
 
 __all__ = [
@@ -86,16 +88,22 @@ class TopicPolicy:
 @dataclass(slots=True, eq=False)
 class Topic:
     """Live state of one topic. ``dropped`` counts, per subscriber, droppable
-    messages skipped and not yet announced with a ``dropped`` notice."""
+    messages skipped and not yet announced with a ``dropped`` notice.
+    ``history_size`` / ``history_ttl`` override the hub's defaults when set;
+    ``log`` holds the kept envelopes while the topic keeps history."""
 
     name: str
     policy: TopicPolicy
     configured: bool = False
     seq: int = 0
+    epoch: str = ""
     subscribers: dict[str, None] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    history_size: int | None = None
+    history_ttl: float | None = None
+    log: TopicLog | None = None
 
     @property
     def disposable(self) -> bool:
         """True when nothing would be lost by forgetting this topic."""
-        return not self.configured and not self.subscribers
+        return not self.configured and not self.subscribers and not self.log

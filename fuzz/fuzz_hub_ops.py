@@ -6,8 +6,10 @@ until the bytes run out: add and remove connections (real in-memory
 ``ServerConnection``s opened by a ``ClientConnection``), client messages
 through the connection core (fuzzed text, envelopes built from fuzzed fields,
 binary), server-side sends and publishes, replies to pending commands,
-topic configuration, time passing (hub and connection timers), clients
-reading their output or not, closing or dropping their transport.
+topic configuration, history settings (per topic and hub-wide), subscribes
+with ``since`` and ``history`` requests (real and stale positions, wrong
+shapes), ``Hub.history`` reads, time passing (hub and connection timers),
+clients reading their output or not, closing or dropping their transport.
 
 The harness drives the hub as the adapter does: every ``Closed`` event of a
 connection is answered with ``hub.remove``, but only when the fuzzer chooses
@@ -17,8 +19,11 @@ closed and not yet removed.
 Oracles: nothing raises; after every operation the registry, subscriptions,
 pending commands, ``footprint()`` and ``stats()`` agree with each other and
 with what the harness knows; counters never go down; clients only ever
-receive well-formed envelopes; and once every connection is removed the hub
-holds nothing but its configured topics. Every server and client connection
+receive well-formed envelopes (a ``history`` answer: contiguous messages of
+its topic, none past its ``seq``, none unless recovered); every topic's
+history is contiguous and ends at its ``seq``, and the history totals agree;
+and once every connection is removed and history has aged out, the hub holds
+nothing but its configured topics. Every server and client connection
 is also under a contract monitor (``_contract``): whatever the hub does to a
 connection moves it only along the core's transition table, events follow
 the grammar with exactly one ``Closed``, and every byte either side writes
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +77,7 @@ PRINCIPALS = (
 HOSTS = ("10.0.0.1", "10.0.0.2", None, ("10.0.0.1", 4242))
 TOPICS = ("news", "room", "t\u00e9", "x" * 256)
 COMMANDS = ("echo", "admin.kick", "slow")
-MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", "auth", *COMMANDS, "nope", "")
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "publish", "auth", *COMMANDS, "nope", "", "history")
 OUTBOX_SIZES = (64, 160, 400, 2048)
 ENVELOPE_SIZES = (48, 200, 4096)
 CLOSE_CODES = (1000, 1001, 1008, 1011, 4000)
@@ -257,6 +262,24 @@ def _check_envelope(text: str) -> None:
         kind == "error" and not isinstance(envelope.get("error"), dict)
     ):
         raise AssertionError(f"reply without ok / error without error: {text!r}")
+    payload = envelope["payload"]
+    if kind == "reply" and isinstance(payload, dict) and "messages" in payload:
+        _check_history_answer(payload, text)
+
+
+def _check_history_answer(answer: dict[str, Any], text: str) -> None:
+    """A history answer: contiguous messages of its topic up to its seq, none
+    when not recovered."""
+    messages = answer["messages"]
+    seqs = [m["seq"] for m in messages]
+    if any(m["topic"] != answer["topic"] or "timestamp" not in m for m in messages):
+        raise AssertionError(f"history answer with foreign or broken messages: {text!r}")
+    if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+        raise AssertionError(f"history answer with a gap: {text!r}")
+    if seqs and seqs[-1] > answer["seq"]:
+        raise AssertionError(f"history answer past the topic's seq: {text!r}")
+    if answer.get("recovered") is False and messages:
+        raise AssertionError(f"messages given though not recovered: {text!r}")
 
 
 def _waiting_hosts(world: World) -> list[str | None]:
@@ -513,6 +536,81 @@ def _op_drain(world: World, reader: ByteReader) -> None:
             _drain(world, peer)
 
 
+def _op_history_settings(world: World, reader: ByteReader) -> None:
+    """History settings of one topic or of the hub, or a server-side read."""
+    hub = world.hub
+    topic = reader.pick(TOPICS)
+    kind = reader.int_in_range(0, 2)
+    if kind == 0:
+        hub.configure_topic(
+            topic,
+            publish=reader.pick(PUBLISH_POLICIES),
+            slow_consumer=reader.pick(SLOW_CONSUMER_POLICIES),
+            presence=reader.boolean(),
+            history_size=reader.pick((None, 0, 1, 3, 8)),
+            history_ttl=reader.pick((None, 1.0, 5.0, 30.0)),
+        )
+    elif kind == 1:
+        hub.config = replace(
+            hub.config,
+            history_size=reader.pick((0, 2, 5)),
+            history_ttl=reader.pick((1.0, 5.0, 30.0)),
+            history_topic_bytes=reader.pick((64, 400, 1 << 20)),
+            max_history_bytes=reader.pick((200, 2000, 1 << 20)),
+            max_history_page=reader.pick((1, 3, 1000)),
+        )
+    else:
+        epoch = hub.topic_epoch(topic)
+        seq = max(0, hub.topic_seq(topic) - reader.int_in_range(0, 4))
+        since = (seq, epoch or "") if reader.boolean() else None
+        limit = reader.pick((None, 0, 1, 5))
+        page = hub.history(topic, since=since, limit=limit)
+        seqs = [s for s, _ in page.entries()]
+        if [json.loads(data)["seq"] for _, data in page.entries()] != seqs:
+            raise AssertionError(f"history page numbered wrongly: {page!r}")
+        if (page.recovered is None) != (since is None) or (seqs and seqs[-1] > page.seq):
+            raise AssertionError(f"history page does not fit its request: {page!r}")
+        if limit is not None and len(seqs) > limit:
+            raise AssertionError(f"history page over its limit: {page!r}")
+
+
+def _op_recover(world: World, reader: ByteReader) -> None:
+    """A client subscribes with ``since`` or asks for history: a real position,
+    a stale one, or a wrong shape."""
+    hub = world.hub
+    peer = _pick_peer(world, reader)
+    topic = reader.pick(TOPICS)
+    message_type = reader.pick(("subscribe", "history"))
+    epoch = hub.topic_epoch(topic)
+    seq = hub.topic_seq(topic) + 1 - reader.int_in_range(0, 6)  # maybe ahead, maybe < 0
+    shape = reader.int_in_range(0, 4)
+    since: Any
+    if shape == 0:
+        since = {"seq": max(seq, 0), "epoch": epoch or "e"}
+    elif shape == 1:
+        since = {"seq": seq, "epoch": reader.text(8, surrogates=True)}
+    elif shape == 2:
+        since = _json_value(reader)
+    elif shape == 3:
+        since = None
+    else:
+        since = {"seq": max(seq, 0), "epoch": epoch}  # None while the topic does not exist
+    payload: Any = {"since": since}
+    if message_type == "history" and reader.boolean():
+        payload["limit"] = reader.pick((0, 1, 3, 10_000, -1, True, "2"))
+    if reader.int_in_range(0, 5) == 0:
+        payload = _json_value(reader)
+    envelope: dict[str, Any] = {"message_type": message_type, "topic": topic, "payload": payload}
+    ident = _request_id(reader)
+    if ident is not None:
+        envelope["id"] = ident
+    if peer is None or peer.client.state is not State.OPEN:
+        return
+    peer.cmon.send(json.dumps(envelope, ensure_ascii=True))
+    peer.to_server(peer.cmon.drain())
+    _process(world, peer)
+
+
 OPS = (
     _op_add,
     _op_auth,
@@ -527,6 +625,8 @@ OPS = (
     _op_topic,
     _op_close,
     _op_drain,
+    _op_history_settings,
+    _op_recover,
 )
 
 
@@ -583,10 +683,11 @@ def check_invariants(world: World) -> None:
     expiring = any(info.principal.expires_at is not None for info in infos)
     if pending and deadline is None:
         raise AssertionError(f"no deadline with {pending} commands pending")
-    if deadline is not None and not (pending or waiting or expiring):
+    if deadline is not None and not (pending or waiting or expiring or stats.history_entries):
         raise AssertionError(f"next_deadline {deadline} with nothing to time")
     if footprint["awaiting_auth"] != len(waiting):
         raise AssertionError(f"awaiting_auth disagrees: {footprint} {waiting}")
+    _check_history(world, stats)
     if any(count <= 0 for count in stats.subscriptions.values()):
         raise AssertionError(f"empty topic in stats: {stats.subscriptions}")
     if world.last is not None:
@@ -597,6 +698,26 @@ def check_invariants(world: World) -> None:
             if stats.errors_by_code.get(code, 0) < count:
                 raise AssertionError(f"errors_by_code[{code}] went down")
     world.last = stats
+
+
+def _check_history(world: World, stats: HubStats) -> None:
+    """Each topic's history is contiguous and ends at its seq; totals agree."""
+    topics = world.hub._topics.topics.values()
+    entries = total = 0
+    for state in topics:
+        log = state.log
+        if log is None:
+            continue
+        if log.last != state.seq:
+            raise AssertionError(f"history of {state.name!r} ends at {log.last}, seq {state.seq}")
+        if log.nbytes != sum(len(d) for d in log.data) or len(log.times) != len(log.data):
+            raise AssertionError(f"history of {state.name!r} miscounted")
+        entries += len(log)
+        total += log.nbytes
+        if not state.configured and not state.subscribers and not len(log):
+            raise AssertionError(f"{state.name!r} is held by nothing")
+    if (stats.history_entries, stats.history_bytes) != (entries, total):
+        raise AssertionError(f"history totals {stats} disagree with the topics")
 
 
 def _make_world(reader: ByteReader) -> World:
@@ -658,6 +779,9 @@ def _finish(world: World) -> None:
     for conn_id, request_id in world.pending:
         if hub.reply(conn_id, request_id, None):
             raise AssertionError("a reply to a removed connection was sent")
+    hub.handle_timer(world.clock.now + 1e6)  # history ages out (every age bound is finite)
+    if hub.stats().history_entries:
+        raise AssertionError(f"history kept past its age: {hub.stats()}")
     footprint = hub.footprint()
     if any(footprint.values()):
         raise AssertionError(f"the hub holds something after removing everyone: {footprint}")
@@ -775,6 +899,18 @@ def seeds() -> dict[str, bytes]:
         + bytes([9, 1, 0, 0, 0, 0, 0])  # reconfigure: disconnect policy
         + text(1, 1, 1, b"\x00\x05")
         + drain(2),
+        "history_recovery": roomy
+        + bytes([0, 0, 0, 1, 0, 0, 1, 1, 1, 0])  # add c1 (alice), c2 (bob), with credentials
+        + bytes([13, 0, 0, 2, 0, 0, 3, 3])  # "news": all publish, 3 kept for 30 s
+        + bytes([8, 3, 1, 0, 0, 0]) * 3  # three server publishes to "news"
+        + bytes([14, 0, 0, 0, 3, 0, 1, 0, 2])  # c1 subscribes since {1, epoch}, id 2
+        + bytes([14, 1, 0, 1, 4, 0, 1, 2, 1, 0, 3])  # c2: history since {0, epoch}, limit 3
+        + bytes([14, 0, 0, 0, 0, 1, 4, 0x61, 0x62, 0x63, 0x64, 1, 0, 1])  # a stale epoch
+        + bytes([13, 1, 1, 1, 0, 1, 1, 1])  # hub-wide: 2 kept for 1 s, small caps
+        + bytes([8, 3, 1, 0, 1, 0])  # "room" has nobody: kept all the same
+        + bytes([13, 1, 2, 0, 1, 2])  # Hub.history("room", since, limit 1)
+        + bytes([7, 4, 1, 0])  # 11 s later: history ages out
+        + bytes([12, 1, 1]),
         "surrogate_free_unicode": roomy
         + add(0)
         + text(0, 0, 2, b"\x07\x04\xc3\xa9t\xc3")

@@ -138,7 +138,11 @@ async def test_topics_broadcast_send_to_principal_and_disconnect(running: Any) -
             for c in (a, b, a2):
                 reply = await c.request("subscribe", 1, topic="news")
                 assert reply["ok"] is True
-                assert reply["payload"] == {"topic": "news", "seq": 0}
+                assert reply["payload"] == {
+                    "topic": "news",
+                    "seq": 0,
+                    "epoch": server.hub.topic_epoch("news"),
+                }
             assert server.stats().subscriptions == {"news": 3}
 
             # server-side publish: every subscriber, seq 1

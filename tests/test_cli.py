@@ -132,7 +132,7 @@ async def test_hub_mode_commands_topics_publish_and_connect() -> None:
 
             # any topic, publish allowed to every client (the CLI hub's policy)
             sub = await request(ws, message_type="subscribe", topic="room", id=4)
-            assert sub["payload"] == {"topic": "room", "seq": 0}
+            assert sub["payload"] == {"topic": "room", "seq": 0, "epoch": sub["payload"]["epoch"]}
             await ws.send(json.dumps({"message_type": "publish", "topic": "room", "payload": 1}))
             own = await recv(ws)
             assert (own["topic"], own["seq"], own["payload"]) == ("room", 1, 1)

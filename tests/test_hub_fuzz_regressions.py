@@ -47,7 +47,11 @@ def test_subscribe_to_lone_surrogate_topic_does_not_raise() -> None:
     harness.send(peer, {"message_type": "subscribe", "topic": "\ud800", "id": 1})
     [reply] = peer.receive()
     assert reply["ok"] is True
-    assert reply["payload"] == {"topic": "\ud800", "seq": 0}
+    assert reply["payload"] == {
+        "topic": "\ud800",
+        "seq": 0,
+        "epoch": harness.hub.topic_epoch("\ud800"),
+    }
 
 
 def test_publish_lone_surrogate_payload_does_not_raise() -> None:

@@ -13,11 +13,23 @@ the check is on what clients really received. After every step:
 * only slow readers are ever failed with 1013, no outbox exceeds its cap;
 * the hub's subscribers, sequences and pending commands equal the model's.
 
+``HistoryMachine`` runs the same rules on a hub that keeps history (the last
+``HISTORY`` messages of every topic for ``TTL`` seconds) and adds recovery:
+clients that left come back and resubscribe with ``since`` (the position of
+the last message they really received), and connected clients resubscribe
+with any position. Each gets exactly the messages published after its
+position, in order, when the history covers them, else ``recovered: false``
+and nothing; never a silent gap. Epochs are checked by identity: the same
+stream always shows the same epoch, a new stream (``t2`` forgotten and made
+again) a new one.
+
 At the end everyone leaves and the hub must hold nothing.
 """
 
 from __future__ import annotations
 
+import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +40,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from wshub.core import Closed, Limits, State
 from wshub.core.hub_config import HubConfig
+from wshub.core.hub_recovery import frame_bound
 from wshub.core.topics import TopicPolicy
 
 CAP = 500
@@ -59,6 +72,48 @@ class ModelConn:
     truncated: bool = False  # failed by the core with 1013: later expectations are void
     leaving: bool = False  # closing on purpose (client close or hub.disconnect)
     expected: list[Expected] = field(default_factory=list)
+
+
+class EpochRef:
+    """The epoch of one stream (a topic, a generation), whatever its string:
+    equal to the first string it is compared with, then only to that one;
+    two streams never share a string."""
+
+    def __init__(self, stream: tuple[str, int], bound: dict[str, tuple[str, int]]) -> None:
+        self.stream = stream
+        self.value: str | None = None
+        self._bound = bound
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EpochRef):
+            return self.stream == other.stream
+        if not isinstance(other, str) or not other:
+            return False
+        if self.value is None:
+            if self._bound.setdefault(other, self.stream) != self.stream:
+                return False  # that string names another stream
+            self.value = other
+        return self.value == other
+
+    def __hash__(self) -> int:
+        return hash(self.stream)
+
+    def __repr__(self) -> str:
+        return f"EpochRef({self.stream}, {self.value!r})"
+
+
+@dataclass
+class Kept:
+    """One published message as the model keeps it for recovery."""
+
+    seq: int
+    envelope: dict[str, Any]
+    at: float
+
+
+def encode(envelope: dict[str, Any]) -> bytes:
+    """An envelope as the hub encodes it (compact JSON, raw UTF-8)."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def env(message_type: str, payload: Any = None, **fields: Any) -> dict[str, Any]:
@@ -114,15 +169,23 @@ def check_stream(
 
 
 class HubMachine(RuleBasedStateMachine):
+    HISTORY = 0  # messages kept per topic
+    TTL = 10.0  # seconds each is kept
+
     def __init__(self) -> None:
         super().__init__()
         config = HubConfig(
-            max_errors=10_000, max_pending_commands=3, default_command_timeout=TIMEOUT
+            max_errors=10_000,
+            max_pending_commands=3,
+            default_command_timeout=TIMEOUT,
+            history_size=self.HISTORY,
+            history_ttl=self.TTL,
         )
         self.h = HubHarness(
             config,
             limits=Limits(max_outbox_size=CAP),
             default_topic=TopicPolicy(publish="subscribers"),
+            random=random.Random(0).randbytes,
         )
         self.hub = self.h.hub
         self.hub.configure_topic("t0", publish="all", presence=True)
@@ -135,6 +198,12 @@ class HubMachine(RuleBasedStateMachine):
         self.issued: list[tuple[str, int]] = []
         self.counter = 0
         self.last_failed: set[str] = set()
+        self.generation = dict.fromkeys(TOPICS, 0)
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.epochs: dict[tuple[str, int], EpochRef] = {}
+        self.kept: dict[str, list[Kept]] = {t: [] for t in TOPICS}
+        self.departed: list[tuple[str, dict[str, tuple[int, str]]]] = []
+        self.t2_alive = False
 
     # -- model helpers ---------------------------------------------------------
 
@@ -157,14 +226,36 @@ class HubMachine(RuleBasedStateMachine):
         for other in self.subs["t0"]:
             self.expect(other, env("presence", body, topic="t0"))
 
+    def epoch(self, topic: str) -> EpochRef:
+        stream = (topic, self.generation[topic])
+        ref = self.epochs.get(stream)
+        if ref is None:
+            ref = self.epochs[stream] = EpochRef(stream, self.bound)
+        return ref
+
+    def t2_exists(self) -> bool:
+        return bool(self.subs["t2"] or self.kept["t2"])
+
+    def forget_t2(self) -> None:
+        """The unconfigured topic is forgotten when nothing holds it: a new stream."""
+        if self.t2_alive and not self.t2_exists():
+            self.t2_alive = False
+            self.seq["t2"] = 0
+            self.generation["t2"] += 1
+
     def model_publish(
         self, topic: str, payload: Any, message_type: str, droppable: bool
     ) -> list[str]:
         """Expectations of one publish; returns the connections it should reach."""
-        if topic == "t2" and not self.subs["t2"]:
+        if topic == "t2" and not self.t2_exists() and not self.HISTORY:
             return []
         self.seq[topic] += 1
+        self.t2_alive |= topic == "t2"
         message = env(message_type, payload, topic=topic, seq=self.seq[topic])
+        if self.HISTORY:
+            kept = self.kept[topic]
+            kept.append(Kept(self.seq[topic], message, self.h.clock.now))
+            del kept[: -self.HISTORY]
         reach = [c for c in self.subs[topic] if self.live(c)]
         for conn_id in reach:
             self.expect(conn_id, message, droppable and topic == "t1")
@@ -176,10 +267,22 @@ class HubMachine(RuleBasedStateMachine):
                 self.subs[topic].remove(conn_id)
                 if topic == "t0":
                     self.presence(conn_id, "leave")
-        if not self.subs["t2"]:
-            self.seq["t2"] = 0
+        self.forget_t2()
         self.pending.pop(conn_id, None)
-        del self.conns[conn_id]
+        self.remember(self.conns.pop(conn_id))
+
+    def remember(self, mc: ModelConn) -> None:
+        """Where a departing client stands in each topic it learnt the epoch of:
+        its last subscribe reply, then the last message it really received."""
+        positions: dict[str, tuple[int, str]] = {}
+        for got in mc.peer.received:
+            body = got["payload"]
+            if got["message_type"] == "reply" and isinstance(body, dict) and "epoch" in body:
+                positions[body["topic"]] = (body["seq"], body["epoch"])
+            elif got["message_type"] == "message" and got["topic"] in positions:
+                positions[got["topic"]] = (got["seq"], positions[got["topic"]][1])
+        if positions:
+            self.departed = [*self.departed[-4:], (mc.peer.principal.id, positions)]
 
     def perform(self, op: Any) -> tuple[Any, set[str], int]:
         """Run a hub operation: its result, who the core failed, how many drops."""
@@ -229,7 +332,7 @@ class HubMachine(RuleBasedStateMachine):
                 self.model_remove(conn_id)
         for mc in self.conns.values():
             self.check(mc)
-            assert mc.peer.server.outbox_size <= CAP
+            assert mc.peer.server.outbox_size <= mc.peer.server.limits.max_outbox_size
         self.check_state()
 
     def check(self, mc: ModelConn) -> None:
@@ -242,6 +345,11 @@ class HubMachine(RuleBasedStateMachine):
         for topic in TOPICS:
             assert hub.subscribers(topic) == self.subs[topic]
             assert hub.topic_seq(topic) == self.seq[topic]
+            if topic != "t2" or self.t2_exists():
+                assert self.epoch(topic) == hub.topic_epoch(topic)
+            else:
+                assert hub.topic_epoch(topic) is None
+        assert hub.stats().history_entries == sum(len(k) for k in self.kept.values())
         for conn_id in self.conns:
             assert hub.pending_commands(conn_id) == list(self.pending.get(conn_id, {}))
         assert hub.stats().connections == len(self.conns)
@@ -279,21 +387,103 @@ class HubMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.conns)
     @rule(n=picks, topic=st.sampled_from(TOPICS), with_id=st.booleans())
     def subscribe(self, n: int, topic: str, with_id: bool) -> None:
-        mc = self.pick(n)
+        self.subscribe_since(self.pick(n), topic, self.new_id() if with_id else None, None)
+
+    def subscribe_since(
+        self, mc: ModelConn, topic: str, rid: int | None, since: tuple[int, str] | None
+    ) -> None:
         conn_id = mc.peer.conn_id
-        rid = self.new_id() if with_id else None
         joined = conn_id not in self.subs[topic]
         if joined:
             self.subs[topic].append(conn_id)
+            self.t2_alive |= topic == "t2"
+        body: dict[str, Any] = {"topic": topic, "seq": self.seq[topic], "epoch": self.epoch(topic)}
+        replay: list[Kept] = []
+        if since is not None:
+            body["recovered"] = self.recoverable(topic, since)
+        if topic == "t0":
+            body["present"] = [self.member(c) for c in self.subs["t0"]]
+        if since is not None and body["recovered"]:
+            replay = [k for k in self.kept[topic] if k.seq > since[0]]
+            if not self.replay_fits(mc, topic, rid, body, replay, joined=joined):
+                body["recovered"], replay = False, []
+            elif topic == "t1" and not joined:
+                mc.expected.append(Expected(None))  # recovery settles what was dropped
         if rid is not None:
-            body: dict[str, Any] = {"topic": topic, "seq": self.seq[topic]}
-            if topic == "t0":
-                body["present"] = [self.member(c) for c in self.subs["t0"]]
             self.expect(conn_id, env("reply", body, id=rid, ok=True))
+        for kept in replay:
+            self.expect(conn_id, kept.envelope)
         if joined and topic == "t0":
             self.presence(conn_id, "join")
-        frame = mc.peer.text_frame(self.request("subscribe", rid, topic=topic))
+        payload = None if since is None else {"since": {"seq": since[0], "epoch": since[1]}}
+        frame = mc.peer.text_frame(self.request("subscribe", rid, topic=topic, payload=payload))
         self.run(lambda: self.hub.receive_text(conn_id, frame))
+
+    def replay_fits(
+        self,
+        mc: ModelConn,
+        topic: str,
+        rid: int | None,
+        body: dict[str, Any],
+        replay: list[Kept],
+        *,
+        joined: bool,
+    ) -> bool:
+        """A replay goes only if it fits the outbox with the reply and the
+        client's own presence join (each frame counted at its largest,
+        ``frame_bound``); else ``recovered`` is false."""
+        room = mc.peer.server.limits.max_outbox_size - mc.peer.server.outbox_size
+        if rid is not None:
+            real = {**body, "epoch": self.hub.topic_epoch(topic)}
+            room -= frame_bound(len(encode(env("reply", real, id=rid, ok=True))))
+        if joined and topic == "t0":
+            join = env("presence", {"event": "join", **self.member(mc.peer.conn_id)}, topic="t0")
+            room -= frame_bound(len(encode(join)))
+        return room >= sum(frame_bound(len(encode(k.envelope))) for k in replay)
+
+    def recoverable(self, topic: str, since: tuple[int, str]) -> bool:
+        seq, epoch = since
+        if self.bound.get(epoch) != (topic, self.generation[topic]) or seq > self.seq[topic]:
+            return False
+        kept = self.kept[topic]
+        return seq == self.seq[topic] or (bool(kept) and kept[0].seq <= seq + 1)
+
+    @precondition(lambda self: self.HISTORY and self.conns)
+    @rule(
+        n=picks,
+        topic=st.sampled_from(TOPICS),
+        back=st.integers(-1, 6),
+        stale=st.booleans(),
+    )
+    def resubscribe_since(self, n: int, topic: str, back: int, stale: bool) -> None:
+        """A connected client asks for what came after some position (the way
+        to recover what a ``dropped`` notice announced): any seq, the current
+        epoch or one of another stream."""
+        seq = max(0, self.seq[topic] - back)
+        if stale:
+            current = (topic, self.generation[topic])
+            epoch = next((e for e, s in self.bound.items() if s != current), "gone")
+        else:
+            # The current stream's epoch: the hub tells (the model only knows it by identity).
+            epoch = self.hub.topic_epoch(topic) or "fresh"
+        self.subscribe_since(self.pick(n), topic, self.new_id(), (seq, epoch))
+
+    @precondition(lambda self: self.departed and len(self.conns) < MAX_CONNS)
+    @rule(n=picks)
+    def reconnect(self, n: int) -> None:
+        """A client that left comes back and resubscribes to each topic with the
+        position of the last message it really received: it gets exactly the
+        messages it missed, or ``recovered: false``, never a silent gap."""
+        principal, positions = self.departed.pop(n % len(self.departed))
+        assert self.hub.admit(principal, "127.0.0.1").ok
+        peer = self.h.connect(principal, welcome=False, limits=Limits(max_outbox_size=1 << 16))
+        mc = self.conns[peer.conn_id] = ModelConn(peer, fast=True)
+        mc.expected.append(
+            Expected(env("welcome", {"conn_id": peer.conn_id, "principal": principal}))
+        )
+        for topic, since in positions.items():
+            self.subscribe_since(mc, topic, self.new_id(), since)
+        self.settle()
 
     @precondition(lambda self: self.conns)
     @rule(n=picks, topic=st.sampled_from(TOPICS), with_id=st.booleans())
@@ -309,8 +499,8 @@ class HubMachine(RuleBasedStateMachine):
                 mc.expected.append(Expected(None))
             if topic == "t0":
                 self.presence(conn_id, "leave")
-            if topic == "t2" and not self.subs["t2"]:
-                self.seq["t2"] = 0
+            if topic == "t2":
+                self.forget_t2()
         frame = mc.peer.text_frame(self.request("unsubscribe", rid, topic=topic))
         self.run(lambda: self.hub.receive_text(conn_id, frame))
 
@@ -442,9 +632,13 @@ class HubMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.5, 2.0, TIMEOUT]))
     def advance_time(self, seconds: float) -> None:
         deadlines = [d for p in self.pending.values() for d, _ in p.values()]
+        deadlines += [kept[0].at + self.TTL for kept in self.kept.values() if kept]
         assert self.hub.next_deadline() == min(deadlines, default=None)
         self.h.clock.advance(seconds)
         now = self.h.clock.now
+        for kept in self.kept.values():
+            kept[:] = [k for k in kept if now < k.at + self.TTL]
+        self.forget_t2()
         due = sorted(
             (deadline, order, conn_id, rid)
             for conn_id, pending in self.pending.items()
@@ -508,6 +702,9 @@ class HubMachine(RuleBasedStateMachine):
                 peer.server.receive_data(peer.client.data_to_send())
         self.settle()
         assert not self.conns
+        self.hub.handle_timer(self.h.clock.now + self.TTL)  # history ages out
+        assert self.hub.stats().history_entries == 0
+        assert self.hub.next_deadline() is None
         assert set(self.hub.footprint().values()) == {0}, self.hub.footprint()
 
 
@@ -518,3 +715,11 @@ HubMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestHubModel = HubMachine.TestCase
+
+
+class HistoryMachine(HubMachine):
+    HISTORY = 4
+
+
+HistoryMachine.TestCase.settings = HubMachine.TestCase.settings
+TestHistoryModel = HistoryMachine.TestCase

@@ -116,11 +116,15 @@ def test_unconfigured_topic_lives_while_subscribed() -> None:
     assert h.hub.publish("free", 1) == 0
     assert h.hub.topic_seq("free") == 0
     subscribe(h, peer, "free")
+    first_epoch = h.hub.topic_epoch("free")
     h.hub.publish("free", 1)
     h.send(peer, {"message_type": "unsubscribe", "topic": "free"})
     assert h.hub.subscribers("free") == []
     assert h.hub.topic_seq("free") == 0
-    assert subscribe(h, peer, "free", 1)[-1]["payload"] == {"topic": "free", "seq": 0}
+    assert h.hub.topic_epoch("free") is None
+    payload = subscribe(h, peer, "free", 1)[-1]["payload"]
+    assert payload == {"topic": "free", "seq": 0, "epoch": h.hub.topic_epoch("free")}
+    assert payload["epoch"] != first_epoch  # a new stream: seq restarted
 
 
 def test_configured_topic_keeps_its_seq() -> None:
@@ -134,7 +138,7 @@ def test_configured_topic_keeps_its_seq() -> None:
             "message_type": "reply",
             "id": 9,
             "ok": True,
-            "payload": {"topic": "kept", "seq": 1},
+            "payload": {"topic": "kept", "seq": 1, "epoch": h.hub.topic_epoch("kept")},
             "timestamp": reply[0]["timestamp"],
         }
     ]
