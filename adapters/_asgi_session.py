@@ -8,6 +8,7 @@ own sender only, and its outbox overflows (1013) instead of growing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -98,6 +99,51 @@ async def deny(
         await send({"type": "websocket.close", "code": 1008, "reason": reason})
 
 
+class _Signal:
+    """Wakes the sender task; set before a wait is not lost.
+
+    On asyncio a bare future per wait: an ``anyio.Event`` per wake-up (one
+    for every message a connection is sent) costs a backend lookup and an
+    ``asyncio.Event`` with its own future. Elsewhere (trio), an anyio Event.
+    """
+
+    __slots__ = ("_event", "_future", "_loop", "_pending")
+
+    def __init__(self) -> None:
+        self._loop = asyncio._get_running_loop()
+        self._future: asyncio.Future[None] | None = None
+        self._event: anyio.Event | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        future = self._future
+        if future is not None:
+            if not future.done():
+                future.set_result(None)
+        elif self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        """Return once ``set`` was called since the last wait returned."""
+        if not self._pending:
+            if self._loop is not None:
+                self._future = self._loop.create_future()
+                try:
+                    await self._future
+                finally:
+                    self._future = None
+            else:
+                self._event = anyio.Event()
+                try:
+                    await self._event.wait()
+                finally:
+                    self._event = None
+        self._pending = False
+
+
 class AsgiSession:
     """An accepted connection: a reader (in the caller's task) and a sender task.
 
@@ -141,7 +187,7 @@ class AsgiSession:
         self._send = send
         self._grace = grace
         self._timeout = connection.limits.close_timeout
-        self._wakeup = anyio.Event()
+        self._wakeup = _Signal()
         self._closing = anyio.Event()  # this side asked to close, or the transport ended
         self._ended = anyio.Event()  # the transport ended (disconnect, or send failed)
         self._disconnect: tuple[int, str] | None = None
@@ -248,7 +294,6 @@ class AsgiSession:
                     if connection.state is State.CLOSED:
                         return
                     await self._wakeup.wait()
-                    self._wakeup = anyio.Event()
                 elif isinstance(item, str):
                     await send({"type": "websocket.send", "text": item})
                 elif isinstance(item, CloseRequest):

@@ -443,3 +443,25 @@ async def test_a_handler_error_closes_1011_and_stops_delivery(
             await peer.done.wait()
     assert calls == [b"1"]  # the second message is not delivered
     assert caplog.text.count("handling a message raised") == 1
+
+
+async def test_the_senders_signal_keeps_a_set_that_comes_before_the_wait() -> None:
+    from wshub.adapters._asgi_session import _Signal
+
+    signal = _Signal()
+    with anyio.fail_after(5):
+        signal.set()
+        signal.set()  # two wake-ups before a wait: one wait returns at once
+        await signal.wait()
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await signal.wait()
+            woke.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(0.05)
+            assert not woke.is_set()  # the earlier sets were consumed
+            signal.set()
+            await woke.wait()
