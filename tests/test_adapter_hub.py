@@ -234,6 +234,47 @@ async def test_publisher_gets_its_own_copy_and_seq_keeps_counting(running: Any) 
             assert [(m["seq"], m["payload"]) for m in seen] == [(1, 1), (2, 2), (3, 3)]
 
 
+async def test_history_and_recovery_after_a_reconnect(running: Any) -> None:
+    """A client that lost its connection subscribes with ``since`` and gets exactly
+    what it missed (the envelopes as sent live), then live messages."""
+    with anyio.fail_after(10):
+        async with running() as server:
+            server.configure_topic("prices", history_size=10)
+            async with client(server, ALICE) as a:
+                reply = await a.request("subscribe", 1, topic="prices")
+                epoch = reply["payload"]["epoch"]
+                assert isinstance(epoch, str)
+                assert epoch
+                assert server.publish("prices", {"n": 1}) == 1
+                first = await a.recv()
+                assert (first["seq"], first["payload"]) == (1, {"n": 1})
+            # a's connection is gone; what it misses is kept
+            for n in (2, 3):
+                server.publish("prices", {"n": n})
+            async with client(server, ALICE) as again:
+                since = {"since": {"seq": 1, "epoch": epoch}}
+                reply = await again.request("subscribe", 2, topic="prices", payload=since)
+                assert reply["payload"] == {
+                    "topic": "prices",
+                    "seq": 3,
+                    "epoch": epoch,
+                    "recovered": True,
+                }
+                missed = [await again.recv() for _ in range(2)]
+                assert [(m["seq"], m["payload"]) for m in missed] == [(2, {"n": 2}), (3, {"n": 3})]
+                assert server.publish("prices", {"n": 4}) == 1
+                assert (await again.recv())["seq"] == 4
+                # another epoch (a restarted server) is never taken for this one
+                stale = {"since": {"seq": 1, "epoch": "other"}}
+                reply = await again.request("subscribe", 3, topic="prices", payload=stale)
+                assert reply["payload"]["recovered"] is False
+                await again.marker(server, "nothing replayed")
+                page = await again.request("history", 4, topic="prices", payload={"limit": 2})
+                kept = page["payload"]["messages"]
+                assert [(m["seq"], m["payload"]) for m in kept] == [(3, {"n": 3}), (4, {"n": 4})]
+                assert kept[0] == missed[1]  # exactly the envelope sent live
+
+
 # -- commands ------------------------------------------------------------------
 
 
