@@ -31,7 +31,7 @@ from .errors import ConnectionClosed
 from .hub_client_feeds import Inbox, Subscription
 from .hub_client_link import Callback, Pending, Topic, encode
 from .hub_client_supervisor import Supervisor, TokenSource, TokenTransport
-from .hub_client_types import CallTimeout, ClientClosed, ConnectionState, StreamPosition
+from .hub_client_types import CallTimeout, ClientClosed, ConnectionState, History, StreamPosition
 from .reconnect import Backoff
 
 __all__ = ["HubClient", "TokenSource"]
@@ -178,6 +178,25 @@ class HubClient(Supervisor):
         """Publish on a topic (if its policy lets this client); the reply's
         payload ``{"topic", "seq", "delivered"}``."""
         return await self.call("publish", payload, topic=topic, timeout=timeout)
+
+    async def history(
+        self,
+        topic: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> History:
+        """The messages ``topic`` keeps: after ``since`` (none unless ``recovered``),
+        else the newest; at most ``limit`` and what the server's page allows
+        (page on with ``since`` = the last message's ``position``)."""
+        payload: dict[str, Any] = {}
+        if since is not None:
+            payload["since"] = {"seq": since.seq, "epoch": since.epoch}
+        if limit is not None:
+            payload["limit"] = limit
+        result = await self.call("history", payload, topic=topic, timeout=timeout)
+        return self._history_result(topic, result)
 
     async def _request(self, envelope: dict[str, Any]) -> Pending:
         while True:

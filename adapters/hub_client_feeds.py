@@ -46,9 +46,16 @@ class Feed(Generic[T]):
         return self._receive.statistics().current_buffer_used
 
     async def put(self, item: T | GapMarker) -> None:
-        """Queue an item, waiting for room; dropped if the application left."""
+        """Queue an item, waiting for room; dropped if the application left.
+
+        Without waiting while there is room: a replay of thousands of messages
+        then costs no trip through the event loop per message.
+        """
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self._send.send(item)
+            try:
+                self._send.send_nowait(item)
+            except anyio.WouldBlock:
+                await self._send.send(item)
 
     def end(self, error: BaseException | None = None) -> None:
         """No more items: iteration ends after the queued ones (raising ``error`` if given)."""
@@ -65,7 +72,10 @@ class Feed(Generic[T]):
 
     async def __anext__(self) -> T:
         try:
-            item = await self._receive.receive()
+            try:
+                item = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                item = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self._error is not None:
                 raise self._error.with_traceback(None) from None

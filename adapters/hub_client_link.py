@@ -81,7 +81,19 @@ class Pending:
 class Topic:
     """One subscribed topic: its cursor, its subscriptions, its confirmation."""
 
-    __slots__ = ("confirmed_on", "cursor", "error", "name", "present", "ready", "sent_on", "subs")
+    __slots__ = (
+        "catching_up",
+        "confirmed_on",
+        "cursor",
+        "error",
+        "name",
+        "no_history",
+        "paged_from",
+        "present",
+        "ready",
+        "sent_on",
+        "subs",
+    )
 
     def __init__(self, name: str, since: StreamPosition | None = None) -> None:
         self.name = name
@@ -92,6 +104,9 @@ class Topic:
         self.confirmed_on = 0  # the connection number whose reply arrived
         self.ready = anyio.Event()  # set at the first reply (or failure)
         self.error: BaseException | None = None
+        self.catching_up = False  # reading missed messages from history: live ones are dropped
+        self.paged_from: int | None = None  # the cursor's seq when the last catch-up began
+        self.no_history = False  # history did not reach back last time: no paging until it does
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -121,7 +136,8 @@ class Link:
         self._ws: ClientSession | None = None
         self._conn_no = 0  # +1 per welcomed connection
         self._ids = itertools.count(1)  # request ids, never reused across connections
-        self._restoring: set[object] = set()  # resubscriptions of this connection awaiting replies
+        self._restoring: set[str] = set()  # topics of this connection not live again yet
+        self.call_timeout = 10.0
         self.conn_id: str | None = None
         self.principal: str | None = None
 
@@ -159,9 +175,10 @@ class Link:
             pending.resolve(reply)
             return
         del self._pending[request_id]  # type: ignore[arg-type]
-        await self._on_subscribed(pending.topic, pending.asked, reply)
-        if request_id in self._restoring:
-            self._restoring.discard(request_id)
+        state = pending.topic
+        await self._on_subscribed(state, pending.asked, reply)
+        if state.name in self._restoring:  # (a catch-up from history may go on)
+            self._restoring.discard(state.name)
             if not self._restoring:
                 await self._restored()
 
@@ -183,13 +200,32 @@ class Link:
         if parsed is None:
             logger.warning("hub client: malformed subscribe reply for %r", state.name)
             return
-        gap = state.cursor.resume(parsed, asked=asked)
         state.confirmed_on = self._conn_no
+        state.catching_up = False
         state.present.clear()
         state.present.update(parsed.present or ())
+        state.ready.set()  # subscribed: what was missed follows (replay, catch-up or gap)
+        cursor = state.cursor
+        if (
+            asked
+            and parsed.recovered is False
+            and parsed.epoch is not None
+            and parsed.epoch == cursor.epoch
+            and cursor.seq is not None
+            and parsed.seq > cursor.seq
+            and state.paged_from != cursor.seq
+            and not state.no_history
+        ):
+            # Same stream, but the replay did not fit (or history is short):
+            # read what is missed in pages, then subscribe again from there.
+            self._catch_up(state)
+            return
+        if parsed.recovered is True:
+            state.paged_from = None
+            state.no_history = False
+        gap = cursor.resume(parsed, asked=asked)
         if gap is not None:
             await self._signal_gap(state, gap)
-        state.ready.set()
 
     async def _on_topic_message(self, envelope: dict[str, Any], topic: str, seq: int) -> None:
         state = self._topics.get(topic)
@@ -197,15 +233,34 @@ class Link:
             if topic not in self._left:  # subscribed by the server, not through this client
                 await self._on_server_message(envelope, str(envelope.get("message_type")))
             return
-        if state.confirmed_on != self._conn_no:
-            return  # from before this subscription's reply on this connection
+        if state.confirmed_on != self._conn_no or state.catching_up:
+            return  # from before the reply on this connection, or read again from history
+        last = state.cursor.seq
+        if (
+            last is not None
+            and seq > last + 1
+            and state.cursor.epoch is not None
+            and not state.no_history
+            and state.paged_from != last
+        ):
+            self._catch_up(state)  # a live gap (``dropped``): fill it from history
+            return
+        await self._accept(state, envelope, seq)
+
+    def _catch_up(self, state: Topic) -> None:
+        """Hook: read the topic's missed messages from history, then subscribe again."""
+        state.catching_up = True
+        state.paged_from = state.cursor.seq
+
+    async def _accept(self, state: Topic, envelope: dict[str, Any], seq: int) -> None:
+        """Deliver a topic message once, in order, after signalling a gap before it."""
         verdict, gap = state.cursor.advance(seq)
         if verdict is Verdict.DUPLICATE:
             return
         if gap is not None:
             await self._signal_gap(state, gap)
         message = Message(
-            topic=topic,
+            topic=state.name,
             seq=seq,
             epoch=state.cursor.epoch,
             payload=envelope.get("payload"),
@@ -256,13 +311,16 @@ class Link:
         for inbox in list(self._inboxes):
             await inbox.put(message)
 
-    async def _send_subscribe(self, state: Topic) -> int | None:
-        """Send a subscribe for ``state`` on the current connection, once; its id."""
+    async def _send_subscribe(
+        self, state: Topic, *, again: bool = False, plain: bool = False
+    ) -> int | None:
+        """Send a subscribe for ``state`` on the current connection (once, unless
+        ``again``; with the cursor's ``since`` unless ``plain``); its id."""
         ws = self._ws
-        if ws is None or state.sent_on == self._conn_no:
+        if ws is None or (state.sent_on == self._conn_no and not again):
             return None  # the next connection's resubscription sends it
         state.sent_on = self._conn_no
-        since = state.cursor.since()
+        since = None if plain else state.cursor.since()
         request_id = next(self._ids)
         self._pending[request_id] = Pending(topic=state, asked=since is not None)
         envelope: dict[str, Any] = {"message_type": "subscribe", "topic": state.name}
@@ -283,6 +341,9 @@ class Link:
                 pending.fail(ConnectionLost())
         self._pending.clear()
         self._restoring.clear()
+        for state in self._topics.values():
+            state.catching_up = False
+            state.paged_from = None
 
     async def _callback(self, func: Callback, arg: object) -> None:
         try:

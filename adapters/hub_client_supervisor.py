@@ -22,7 +22,8 @@ import anyio
 from ..core.auth import SUBPROTOCOL
 from .client import ClientSession, connect
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
-from .hub_client_link import Callback, Link, encode
+from .hub_client_link import Callback, encode
+from .hub_client_recovery import Recovery
 from .hub_client_types import ClientClosed, ConnectionState, Gap, GaveUp, Refused, StateChange
 from .reconnect import Backoff, Ending, Retry, classify_close, classify_status, parse_retry_after
 
@@ -41,7 +42,7 @@ TokenSource = str | Callable[[], str | Awaitable[str]] | None
 _Outcome = tuple[Ending, int | None, str, float | None, BaseException | None]
 
 
-class Supervisor(Link):
+class Supervisor(Recovery):
     """The connection lifecycle of a hub client (see the module docstring)."""
 
     def __init__(
@@ -143,15 +144,19 @@ class Supervisor(Link):
             async with connect(
                 self.url, token=header_token, subprotocols=subprotocols, **self._connect_options
             ) as ws:
-                try:
-                    if token is not None and self._transport == "message":
-                        auth = {"message_type": "auth", "payload": {"token": token}}
-                        await ws.send(encode(auth))  # refused: closed 1008, no reply
-                    await self._read(ws, retry)
-                except ConnectionClosed:
-                    pass
-                finally:
-                    self._lost()
+                async with anyio.create_task_group() as tasks:  # catch-ups of this connection
+                    self._tasks = tasks
+                    try:
+                        if token is not None and self._transport == "message":
+                            auth = {"message_type": "auth", "payload": {"token": token}}
+                            await ws.send(encode(auth))  # refused: closed 1008, no reply
+                        await self._read(ws, retry)
+                    except ConnectionClosed:
+                        pass
+                    finally:
+                        self._tasks = None
+                        tasks.cancel_scope.cancel()
+                        self._lost()
                 event = await ws.wait_closed()
                 return classify_close(event.code), event.code, event.reason, None, None
         except HandshakeRejected as exc:
@@ -196,7 +201,7 @@ class Supervisor(Link):
             for state in unsent:
                 request_id = await self._send_subscribe(state)
                 if request_id is not None and self._ws is ws:
-                    restoring.add(request_id)
+                    restoring.add(state.name)
         if not restoring:
             await self._restored()
 

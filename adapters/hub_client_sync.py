@@ -18,7 +18,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .hub_client import HubClient
 from .hub_client_feeds import Subscription
-from .hub_client_types import ConnectionState, Message, StreamPosition
+from .hub_client_types import ConnectionState, History, Message, StreamPosition
 
 __all__ = ["BlockingHubClient", "BlockingSubscription"]
 
@@ -71,6 +71,18 @@ class BlockingHubClient:
     def publish(self, topic: str, payload: Any, *, timeout: float | None = None) -> Any:
         """``HubClient.publish``, blocking."""
         return self._portal.call(partial(self.client.publish, topic, payload, timeout=timeout))
+
+    def history(
+        self,
+        topic: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> History:
+        """``HubClient.history``, blocking."""
+        request = partial(self.client.history, topic, since=since, limit=limit, timeout=timeout)
+        return self._portal.call(request)
 
     @contextmanager
     def subscribe(

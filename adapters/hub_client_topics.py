@@ -14,7 +14,7 @@ from typing import Any
 
 from .hub_client_types import Gap, GapReason, StreamPosition
 
-__all__ = ["Cursor", "Reply", "Verdict", "parse_subscribe_reply"]
+__all__ = ["Cursor", "Reply", "Verdict", "parse_history_reply", "parse_subscribe_reply"]
 
 
 class Verdict(Enum):
@@ -53,6 +53,25 @@ def parse_subscribe_reply(payload: Any) -> Reply | None:
             (str(m.get("conn_id")), str(m.get("principal"))) for m in members if isinstance(m, dict)
         )
     return Reply(seq=seq, epoch=epoch, recovered=recovered, present=present)
+
+
+def parse_history_reply(
+    payload: Any,
+) -> tuple[int, str | None, bool | None, list[dict[str, Any]]] | None:
+    """A ``history`` reply's ``seq``, ``epoch``, ``recovered`` and message envelopes
+    (those with an integer ``seq``, in order), or None for another shape."""
+    reply = parse_subscribe_reply(payload)
+    if reply is None:
+        return None
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return None
+    envelopes = [
+        m
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("seq"), int) and not isinstance(m["seq"], bool)
+    ]
+    return reply.seq, reply.epoch, reply.recovered, envelopes
 
 
 class Cursor:
@@ -106,6 +125,8 @@ class Cursor:
             return None  # nothing was published meanwhile
         elif reply.epoch != last_epoch:
             reason = GapReason.EPOCH_CHANGED
+        elif reply.epoch is not None:  # a server with epochs keeps history when configured
+            reason = GapReason.NOT_RECOVERED
         else:
             reason = GapReason.NO_RECOVERY
         return Gap(

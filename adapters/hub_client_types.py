@@ -22,6 +22,7 @@ __all__ = [
     "Gap",
     "GapReason",
     "GaveUp",
+    "History",
     "HubClientError",
     "Message",
     "Presence",
@@ -64,6 +65,18 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    """A ``history`` answer: where the stream stands (``seq``, ``epoch``), whether
+    ``since`` was recovered (None when none was asked), and kept messages, oldest first."""
+
+    topic: str
+    seq: int
+    epoch: str | None
+    recovered: bool | None
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerMessage:
     """A broadcast or direct message (anything that is not a topic message,
     a reply or a protocol notice); ``envelope`` is the whole decoded object."""
@@ -89,7 +102,7 @@ class GapReason(Enum):
 
     EPOCH_CHANGED = "epoch_changed"  # the stream restarted (server restart, history lost)
     NOT_RECOVERED = "not_recovered"  # same epoch, but history no longer reaches back
-    NO_RECOVERY = "no_recovery"  # the server does not recover, and its seq moved
+    NO_RECOVERY = "no_recovery"  # a server without epochs (no recovery), and its seq moved
     SEQ_GAP = "seq_gap"  # a live stream skipped seqs (e.g. ``dropped`` on a drop topic)
 
 

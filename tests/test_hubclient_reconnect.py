@@ -29,6 +29,7 @@ from wshub.adapters.hub_client_types import (
     GapReason,
     GaveUp,
     Refused,
+    StreamPosition,
     Unrecovered,
 )
 from wshub.adapters.reconnect import Backoff
@@ -169,6 +170,8 @@ async def test_server_restart_on_the_same_port_is_noticed_per_topic() -> None:
                     for seq in range(1, 4):
                         first.publish("t", seq)
                     assert [(await sub.__anext__()).seq for _ in range(3)] == [1, 2, 3]
+                    old_epoch = first.hub.topic_epoch("t")
+                    assert sub.position == StreamPosition(3, str(old_epoch))
                     first.shutdown()
                     await states.reach(ConnectionState.DISCONNECTED)
                     async with running(port=port) as second:
@@ -180,7 +183,12 @@ async def test_server_restart_on_the_same_port_is_noticed_per_topic() -> None:
                         gap = caught.value.gap
                         assert (gap.last_seq, gap.resumed_at) == (3, 0)
                         assert gap.reason is GapReason.EPOCH_CHANGED  # a new server, a new stream
-                        assert (await sub.__anext__()).seq == 1  # the new stream goes on
+                        new_epoch = second.hub.topic_epoch("t")
+                        assert (gap.last_epoch, gap.epoch) == (old_epoch, new_epoch)
+                        assert new_epoch != old_epoch
+                        assert caught.value.epoch_changed
+                        message = await sub.__anext__()  # the new stream goes on
+                        assert (message.seq, message.epoch) == (1, new_epoch)
             finally:
                 await client.aclose()
         assert states.of(ConnectionState.DISCONNECTED)[0].code == 1001

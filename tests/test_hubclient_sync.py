@@ -22,7 +22,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 def make_server() -> HubServer:
     server = HubServer(AccessPolicy(tokens=TOKENS))
-    server.configure_topic("ticks", publish="subscribers")
+    server.configure_topic("ticks", publish="subscribers", history_size=10)
 
     @server.command("add")
     async def add(ctx: CommandContext, payload: list[int]) -> int:
@@ -67,6 +67,8 @@ def test_calls_subscriptions_and_errors_from_threads(backend: str) -> None:
                 sub.get(timeout=0.05)  # nothing more was published
             hub.publish("ticks", 5)
             assert sub.get(timeout=5).payload == 5
+        kept = client.history("ticks", limit=2)
+        assert (kept.seq, [m.payload for m in kept.messages]) == (5, [4, 5])
         assert client.state.value == "open"
 
 
