@@ -141,6 +141,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="hub: serve a demo chat page at / built on /wshub.js (its own origin is "
         "allowed; the Host allowlist applies)",
     )
+    serve.add_argument(
+        "--history",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="hub: keep the last N messages of every topic, for clients that reconnect "
+        "with since {seq, epoch} and for history requests (default: none)",
+    )
+    serve.add_argument(
+        "--history-ttl",
+        type=positive_float,
+        default=HubConfig().history_ttl,
+        metavar="SECONDS",
+        help="hub: how long each kept message stays, with --history (default 300)",
+    )
     serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
@@ -171,6 +186,8 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
             max_connections=args.max_connections,
             max_per_principal=args.max_per_principal,
             max_per_host=args.max_per_host,
+            history_size=args.history,
+            history_ttl=args.history_ttl,
         ),
         metrics=args.metrics,
         auth_message=args.auth_message,
