@@ -24,6 +24,7 @@ from wshub.adapters import HubServer
 from wshub.adapters.hub_client import HubClient
 from wshub.adapters.hub_client_feeds import Subscription
 from wshub.adapters.hub_client_types import (
+    CallError,
     ConnectionState,
     Gap,
     GapReason,
@@ -192,6 +193,28 @@ async def test_server_restart_on_the_same_port_is_noticed_per_topic() -> None:
             finally:
                 await client.aclose()
         assert states.of(ConnectionState.DISCONNECTED)[0].code == 1001
+
+
+async def test_a_resubscription_the_server_now_refuses_ends_that_subscription() -> None:
+    with anyio.fail_after(10):
+        async with proxied() as (server, proxy):
+            server.configure_topic("open")
+            server.configure_topic("closing")
+            states = States()
+            async with (
+                HubClient(proxy.url, token=TOKEN, backoff=FAST, on_state=states) as client,
+                client.subscribe("open") as kept,
+                client.subscribe("closing") as refused,
+            ):
+                server.configure_topic("closing", subscribe_scope="admin")  # policy changed
+                assert proxy.reset() == 1
+                await states.reach(ConnectionState.OPEN, 2)
+                with pytest.raises(CallError) as caught:
+                    await refused.__anext__()
+                assert caught.value.code == "forbidden"
+                assert set(client.topics()) == {"open"}
+                server.publish("open", 1)
+                assert (await kept.__anext__()).payload == 1
 
 
 async def test_a_bad_token_is_refused_once_not_retried() -> None:
