@@ -4,7 +4,10 @@ Shared by the server and the client. Three tasks per connection:
 
 * the reader feeds received bytes to the core and hands its events, in order,
   to an async ``dispatch`` callback (so one connection's messages are handled
-  one at a time);
+  one at a time); it yields to the event loop after every ``READ_SIZE``
+  bytes it read (a TLS stream may hand over buffered records without
+  yielding) and every ``MESSAGES_PER_TURN`` messages, so one client's burst
+  cannot hold the other connections' readers and writers back;
 * the writer drains ``data_to_send()`` whenever it is woken, and half-closes
   the transport once the core asks for it;
 * the timer sleeps until ``next_deadline()`` and calls ``handle_timer()``.
@@ -32,6 +35,7 @@ from anyio.abc import ByteStream
 
 from ..core import Connection, Event, State
 from ._clock import current_time
+from ._turns import MESSAGES_PER_TURN, next_turn
 
 __all__ = ["READ_SIZE", "Driver", "dispatch_nothing", "dispatch_received"]
 
@@ -62,12 +66,20 @@ async def dispatch_received(
     connection is closed (its ``Closed`` event among those dispatched).
 
     Sends made by the handlers notified already; ``notify`` after each batch
-    covers what the core did by itself (pongs, close echoes, failures).
+    covers what the core did by itself (pongs, close echoes, failures). After
+    every ``MESSAGES_PER_TURN`` events the connection yields (``next_turn``),
+    so a read full of small messages does not hold the loop.
     """
     events = core.events_received()
+    budget = MESSAGES_PER_TURN
     while events:
         for event in events:
             await dispatch(event)
+            budget -= 1
+            if not budget:
+                budget = MESSAGES_PER_TURN
+                notify()
+                await next_turn()
         notify()
         events = core.events_received()
     return core.state is State.CLOSED
@@ -172,11 +184,16 @@ class Driver:
     async def _read_loop(self) -> None:
         core = self.core
         stream = self.stream
+        unyielded = 0  # bytes read since the reader last yielded on purpose
         while True:
             if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
                 if self._eof or self._stop_reading or not core.should_drain_before_close():
                     return  # the writer flushes what is left, then run() closes
+            if unyielded >= READ_SIZE:
+                unyielded = 0
+                await next_turn()
+                continue  # something may have happened meanwhile: dispatch it first
             data = b""
             with anyio.CancelScope(deadline=self._close_by) as scope:
                 self._recv_scope = scope
@@ -188,6 +205,7 @@ class Driver:
             if scope.cancelled_caught and self._interrupted and not self._closed_dispatched:
                 continue  # woken to dispatch the Closed event; keep reading after
             if data:
+                unyielded += len(data)
                 core.receive_data(data)
             else:
                 # EOF, a broken transport, or the close deadline passed.

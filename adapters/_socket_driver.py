@@ -2,10 +2,14 @@
 
 The fast path of the server (TLS connections use ``Driver`` over a stream).
 One task per connection, the reader: it waits until the socket is readable,
-feeds the core and dispatches its events in order. Writing needs no task:
+feeds the core and dispatches its events in order, one read per turn (after
+a read that filled ``READ_SIZE`` it yields before reading again, so a peer
+that keeps its socket full cannot hold the loop). Writing needs no task:
 ``notify()`` asks the shared ``Scheduler`` for a flush once the current task
 yields, and the flush hands everything queued to ``socket.send`` at once (one
-system call for all the messages of one read, or of a burst of publishes).
+system call for all the messages of one read, or of a burst of publishes);
+an outbox past 64 KiB is written at once, before the turn ends, so it only
+overflows when the peer's socket truly cannot take more.
 Only when the socket cannot take all of it does a writer task start; it waits
 until the socket is writable, sends the rest and everything queued meanwhile,
 in order, then ends. Timers are entries in the scheduler's heap.
@@ -30,10 +34,12 @@ from ..core import Connection, State
 from ._clock import current_time
 from ._driver import READ_SIZE, Dispatch, dispatch_nothing, dispatch_received
 from ._scheduler import Scheduler
+from ._turns import next_turn
 
 __all__ = ["SocketDriver"]
 
 _WAIT_ERRORS = (anyio.ClosedResourceError, anyio.BusyResourceError, OSError)
+_FLUSH_AT = 64 * 1024  # a write this large gains nothing from waiting to coalesce more
 
 
 class SocketDriver:
@@ -47,6 +53,7 @@ class SocketDriver:
         "_dispatch",
         "_eof",
         "_finished",
+        "_flush_at",
         "_half_closed",
         "_interrupted",
         "_log",
@@ -107,12 +114,19 @@ class SocketDriver:
         self._eof = False
         self._stop_reading = False
         self._finished = False  # the socket is closed
+        # Outbox bytes past which ``notify`` writes at once (see ``notify``).
+        self._flush_at = max(1, min(_FLUSH_AT, core.limits.max_outbox_size // 2))
 
     # -- called from anywhere in the event loop --------------------------
 
     def notify(self) -> None:
         """React to a change made to the core: write soon, re-arm timers, report closing."""
         core = self.core
+        if core.outbox_size >= self._flush_at and not self._writing and not self._finished:
+            # Write now rather than when the loop gets to the flush: a burst
+            # handled in one turn would otherwise fill the outbox past its cap
+            # while the peer's socket had room for all of it.
+            self.flush()
         closing = core.should_close_transport()
         if (
             not self._dirty
@@ -354,13 +368,23 @@ class SocketDriver:
         core = self.core
         sock = self.sock
         ready = True  # data may be waiting: try reading before waiting
+        full = False  # the last read filled READ_SIZE: yield before the next
         while True:
             if await dispatch_received(core, self._dispatch, self.notify):
                 self._closed_dispatched = True
                 if self._eof or self._stop_reading or not core.should_drain_before_close():
                     return  # run() writes what is left, then closes
+            if full:
+                # One read per turn: a peer that keeps the socket full must not
+                # keep the loop from other connections' reads, writes and
+                # timers (our flush among them).
+                full = False
+                await next_turn()
+                continue  # something may have happened meanwhile: dispatch it first
             data: bytes | None
-            if ready:
+            if self._close_by != math.inf and self._close_by <= current_time():
+                data = b""  # the close deadline passed: give up on the peer
+            elif ready:
                 try:
                     data = sock.recv(READ_SIZE)
                 except (BlockingIOError, InterruptedError):
@@ -368,8 +392,6 @@ class SocketDriver:
                     continue
                 except OSError:
                     data = b""
-            elif self._close_by != math.inf and self._close_by <= current_time():
-                data = b""  # the close deadline passed: give up on the peer
             elif self._loop is not None:
                 # asyncio: the socket stays registered between waits and the loop's
                 # callback reads it, as asyncio's own transports do (no selector
@@ -391,7 +413,7 @@ class SocketDriver:
                 data = await self._receive()
                 if data is None:
                     continue  # woken (Closed to dispatch, deadline set) or nothing to read
-            ready = len(data) == READ_SIZE
+            ready = full = len(data) == READ_SIZE
             if data:
                 core.receive_data(data)
             else:
