@@ -479,13 +479,14 @@ class Connection:
 
         The common case (JSON messages, one frame each) costs a few
         microseconds here instead of wsproto's general parser, and a large
-        frame is collected here across reads and unmasked once. Anything else
-        (control frames, fragments, RSV bits, non-minimal lengths, oversized
-        frames, invalid UTF-8 in a whole frame) stops the fast path (a whole,
-        valid close frame is handled here too, see ``_fast_close``), and the
-        rest of the input goes to wsproto, which reports errors as usual; the
-        events are the same either way, for any split of the input
-        (``test_core_fastpath``). Returns how many bytes were consumed.
+        frame is collected here across reads and unmasked once. Whole pings,
+        pongs and valid close frames are handled here too (``_fast_control``,
+        ``_fast_close``). Anything else (fragments, RSV bits, non-minimal
+        lengths, oversized frames, invalid UTF-8 in a whole frame, incomplete
+        control frames) stops the fast path, and the rest of the input goes to
+        wsproto, which reports errors as usual; the events are the same either
+        way, for any split of the input (``test_core_fastpath``). Returns how
+        many bytes were consumed.
         """
         pos = 0
         end = len(data)
@@ -497,7 +498,15 @@ class Connection:
             if first == 0x88:  # FIN, no RSV, close
                 return self._fast_close(data, pos)
             if first not in (0x81, 0x82):  # FIN, no RSV, text or binary
-                break
+                if first not in (0x89, 0x8A):  # FIN, no RSV, ping or pong
+                    break
+                after = self._fast_control(data, pos, first == 0x89)
+                if after == pos:
+                    break
+                if self._state is State.CLOSED:
+                    return end  # failed (a ping flood): the rest is ignored
+                pos = after
+                continue
             second = data[pos + 1]
             if bool(second & 0x80) is client:  # RFC 6455 §5.1: clients mask, servers don't
                 break
@@ -544,6 +553,49 @@ class Connection:
                 events.append(BinaryMessage(data=payload))
             pos = stop
         return pos
+
+    def _fast_control(self, data: bytes, pos: int, ping: bool) -> int:
+        """A whole ping or pong at ``pos``: answer or note it; the position after it.
+
+        Keepalive pongs (and the peer's pings) arrive on every idle connection;
+        leaving them to wsproto would give each connection a parser for good
+        after its first keepalive round. An incomplete or invalid control
+        frame (longer than 125 bytes, wrongly masked) is left to wsproto:
+        returns ``pos`` then.
+        """
+        second = data[pos + 1]
+        if bool(second & 0x80) is self.is_client:  # RFC 6455 §5.1
+            return pos
+        length = second & 0x7F
+        if length > 125:  # §5.5: control payloads are at most 125 bytes
+            return pos
+        start = pos + 2 if self.is_client else pos + 6
+        stop = start + length
+        if stop > len(data):
+            return pos
+        payload = data[start:stop]
+        if not self.is_client:
+            payload = mask_payload(data[start - 4 : start], payload)
+        if ping:
+            self._on_ping(payload)
+        else:
+            self._on_pong(payload)
+        return stop
+
+    def _on_ping(self, payload: bytes) -> None:
+        """Answer a ping while open (§5.5.2), within the peer's ping budget."""
+        if self._state is State.OPEN:
+            if not self._ping_allowed():
+                self._fail(1008, "too many pings")
+                return
+            self._queue_message(self._frame(Opcode.PONG, payload))
+
+    def _on_pong(self, payload: bytes) -> None:
+        """The answer to our keepalive ping: schedule the next one."""
+        if self._pong_deadline is not None and payload == self._ping_payload:
+            self._pong_deadline = None
+            if self.limits.ping_interval is not None:
+                self._next_ping = self._clock() + self.limits.ping_interval
 
     def _fast_close(self, data: bytes, pos: int) -> int:
         """A whole, valid close frame at ``pos``: handle it (the connection is then
@@ -645,22 +697,21 @@ class Connection:
                     self._on_data(payload, frame.message_finished, opcode is WsOpcode.TEXT)
                 elif opcode is WsOpcode.PING:
                     assert isinstance(payload, bytes)
-                    if self._state is State.OPEN:
-                        if not self._ping_allowed():
-                            self._fail(1008, "too many pings")
-                            return
-                        self._queue_message(self._frame(Opcode.PONG, payload))
+                    self._on_ping(payload)
                 elif opcode is WsOpcode.PONG:
-                    if self._pong_deadline is not None and payload == self._ping_payload:
-                        self._pong_deadline = None
-                        if self.limits.ping_interval is not None:
-                            self._next_ping = self._clock() + self.limits.ping_interval
+                    assert isinstance(payload, bytes)
+                    self._on_pong(payload)
                 elif opcode is WsOpcode.CLOSE:
                     assert isinstance(payload, tuple)
                     code, reason = payload
                     self._on_close_frame(int(code), reason)
                 if self._state is State.CLOSED:
                     return
+            if self._deflate is None and proto.idle():
+                # Between messages an uncompressed stream's parser holds nothing:
+                # drop it (~1 KiB) rather than keep it for the connection's life.
+                # (permessage-deflate keeps its inflater's state in it.)
+                self._proto = None
         except ParseFailed as exc:
             code = int(exc.code)
             message = str(exc.args[0]) if exc.args else ""

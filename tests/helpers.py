@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from collections.abc import Iterable
 
 from wshub.core import (
@@ -27,6 +28,7 @@ __all__ = [
     "MASK",
     "ConnectionPair",
     "CountingRandom",
+    "KEEPALIVE_PING",
     "FakeClock",
     "client_frame",
     "closed_events",
@@ -126,9 +128,15 @@ def open_server(
     clock: FakeClock | None = None,
     subprotocol: str | None = None,
     offered: str | None = None,
+    random: CountingRandom | None = None,
 ) -> ServerConnection:
     """A server connection past a valid upgrade, events and output drained."""
-    server = ServerConnection(limits=limits, compression=compression, clock=clock or FakeClock())
+    server = ServerConnection(
+        limits=limits,
+        compression=compression,
+        clock=clock or FakeClock(),
+        **({} if random is None else {"random": random}),
+    )
     extra: list[tuple[str, str]] = []
     if extensions is not None:
         extra.append(("Sec-WebSocket-Extensions", extensions))
@@ -229,13 +237,31 @@ FAST_PATH_LIMITS = Limits(max_message_size=80_000, max_outbox_size=1 << 20)
 """Limits of the fast-path equivalence tests: room for their largest frames."""
 
 
-def run_split(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[Event], bytes]:
-    """An open server fed ``stream`` cut at ``cuts``: its events and its output.
+KEEPALIVE_PING = CountingRandom(7)(4)
+"""The payload of the keepalive ping a ``run_split(..., pinged=True)`` server sent."""
+
+
+def run_split(
+    stream: bytes, cuts: list[int], *, fast: bool, pinged: bool = False
+) -> tuple[list[Event], bytes, float | None]:
+    """An open server fed ``stream`` cut at ``cuts``: its events, its output and
+    its next deadline (which pongs and pings move).
 
     ``fast=False`` turns off the core's whole-frame fast path, so everything
     goes through wsproto: the reference the fast path must equal.
+    ``pinged=True``: the server sent a keepalive ping (payload
+    ``KEEPALIVE_PING``) and waits for its pong.
     """
-    server = open_server(limits=FAST_PATH_LIMITS)
+    clock = FakeClock()
+    if pinged:
+        limits = replace(FAST_PATH_LIMITS, ping_interval=5.0, ping_timeout=3.0)
+    else:
+        limits = FAST_PATH_LIMITS
+    server = open_server(limits=limits, clock=clock, random=CountingRandom(7))
+    if pinged:
+        clock.advance(6.0)
+        server.handle_timer()
+        assert server.data_to_send() == b"\x89\x04" + KEEPALIVE_PING
     if not fast:
         server._fast_messages = lambda data: 0  # type: ignore[method-assign]
     out = b""
@@ -246,4 +272,4 @@ def run_split(stream: bytes, cuts: list[int], *, fast: bool) -> tuple[list[Event
         previous = cut
         events.extend(server.events_received())
         out += server.data_to_send()
-    return events, out
+    return events, out, server.next_deadline()

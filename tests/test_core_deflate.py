@@ -129,16 +129,20 @@ def test_server_frames_use_negotiated_window_and_fresh_context() -> None:
     assert inflate(frames[0][1], 9) == payload
 
 
-def test_server_inflates_client_context_takeover() -> None:
+@pytest.mark.parametrize("reads", ["one read", "a read each"])
+def test_server_inflates_client_context_takeover(reads: str) -> None:
+    """The inflater's window carries over between messages, also when they come
+    in separate reads (the parser holding it must not be dropped between them)."""
     conn = open_server(compression=True, extensions="permessage-deflate")
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     messages = [b"hello hello hello", b"hello hello hello", b"world"]
-    data = b""
+    frames = []
     for message in messages:
         out = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
         assert out.endswith(b"\x00\x00\xff\xff")
-        data += client_frame(BINARY, out[:-4], rsv1=True)
-    conn.receive_data(data)
+        frames.append(client_frame(BINARY, out[:-4], rsv1=True))
+    for data in [b"".join(frames)] if reads == "one read" else frames:
+        conn.receive_data(data)
     assert conn.events_received() == [BinaryMessage(data=m) for m in messages]
 
 

@@ -8,7 +8,15 @@ and output of wsproto's general parser, for any split of the input.
 
 from __future__ import annotations
 
-from helpers import FAST_PATH_LIMITS, MASK, ConnectionPair, client_frame, open_server, run_split
+from helpers import (
+    FAST_PATH_LIMITS,
+    KEEPALIVE_PING,
+    MASK,
+    ConnectionPair,
+    client_frame,
+    open_server,
+    run_split,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +36,14 @@ def _frames() -> st.SearchStrategy[bytes]:
     large = st.integers(1 << 16, (1 << 16) + 100).map(lambda n: client_frame(0x2, b"L" * n))
     oversized = st.just(client_frame(0x2, b"O" * 80_001))
     non_minimal_64 = st.just(bytes([0x82, 0xFF]) + (200).to_bytes(8, "big") + MASK + b"n" * 200)
-    ping = st.binary(max_size=10).map(lambda b: client_frame(0x9, b))
+    ping = st.binary(max_size=125).map(lambda b: client_frame(0x9, b))
+    pong = st.one_of(
+        st.just(client_frame(0xA, KEEPALIVE_PING)),  # the answer to our keepalive ping
+        st.binary(max_size=10).map(lambda b: client_frame(0xA, b)),  # unsolicited
+    )
+    long_ping = st.just(client_frame(0x9, b"p" * 126))  # §5.5: control payloads <= 125
+    unmasked_ping = st.just(client_frame(0x9, b"hi", mask=None))
+    ping_without_fin = st.just(client_frame(0x9, b"hi", fin=False))
     fragment = st.tuples(st.binary(max_size=20), st.binary(max_size=20)).map(
         lambda ab: client_frame(0x2, ab[0], fin=False) + client_frame(0x0, ab[1])
     )
@@ -46,6 +61,10 @@ def _frames() -> st.SearchStrategy[bytes]:
         oversized,
         non_minimal_64,
         ping,
+        pong,
+        long_ping,
+        unmasked_ping,
+        ping_without_fin,
         fragment,
         unmasked,
         rsv,
@@ -58,14 +77,32 @@ def _frames() -> st.SearchStrategy[bytes]:
 @given(
     frames=st.lists(_frames(), max_size=6),
     cut_fractions=st.lists(st.floats(0, 1), max_size=8),
+    pinged=st.booleans(),
 )
 def test_fast_path_matches_wsproto_for_any_split(
-    frames: list[bytes], cut_fractions: list[float]
+    frames: list[bytes], cut_fractions: list[float], pinged: bool
 ) -> None:
     stream = b"".join(frames)
     cuts = [int(f * len(stream)) for f in cut_fractions]
+    reference = run_split(stream, [], fast=False, pinged=pinged)
+    assert run_split(stream, [], fast=True, pinged=pinged) == reference
+    assert run_split(stream, cuts, fast=True, pinged=pinged) == reference
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    pings=st.integers(40, 70),
+    between=st.sampled_from([b"", client_frame(0x1, b"x")]),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=8),
+)
+def test_a_ping_flood_fails_the_same_way_on_both_paths(
+    pings: int, between: bytes, cut_fractions: list[float]
+) -> None:
+    """Past ``ping_burst`` (50) pings at once: 1008 "too many pings", and
+    nothing after the failing ping is read, on the fast path as on wsproto's."""
+    stream = (client_frame(0x9, b"p") + between) * pings
+    cuts = [int(f * len(stream)) for f in cut_fractions]
     reference = run_split(stream, [], fast=False)
-    assert run_split(stream, [], fast=True) == reference
     assert run_split(stream, cuts, fast=True) == reference
 
 

@@ -7,10 +7,10 @@ a handshake parser kept alive, an allow-list copied per connection).
 
 from __future__ import annotations
 
-from helpers import FakeClock, client_frame, open_server
+from helpers import CountingRandom, FakeClock, client_frame, open_server
 from hub_helpers import HubHarness
 
-from wshub.core import ServerConnection, TextMessage
+from wshub.core import Limits, ServerConnection, TextMessage
 from wshub.core.hosts import loopback_hosts, normalize_hosts
 from wshub.core.hub_config import HubConfig
 
@@ -29,12 +29,34 @@ def test_every_attribute_of_a_server_connection_lives_in_a_slot() -> None:
     assert vars(server) == {}  # no instance dict was needed
 
 
-def test_wsproto_parser_only_when_the_fast_path_needs_it() -> None:
+def test_wsproto_parser_only_while_the_fast_path_needs_it() -> None:
     server = open_server()
     server.receive_data(client_frame(0x1, b"a") + client_frame(0x2, b"b"))
     assert server._proto is None
     server.receive_data(client_frame(0x1, b"frag", fin=False))  # fragments: wsproto's job
     assert server._proto is not None
+    server.receive_data(client_frame(0x0, b"ment"))
+    assert server.events_received()[-1] == TextMessage(data="fragment")
+    assert server._proto is None  # between messages it holds nothing: dropped
+
+
+def test_keepalive_rounds_leave_no_parser_behind() -> None:
+    """Issue 10: RSS per idle connection grew ~1.1 KiB at the first keepalive
+    round, when the pong made a wsproto parser that stayed for good."""
+    clock = FakeClock()
+    limits = Limits(ping_interval=5.0, ping_timeout=3.0)
+    server = open_server(limits=limits, clock=clock, random=CountingRandom(3))
+    for _ in range(2):
+        clock.advance(5.0)
+        server.handle_timer()
+        ping = server.data_to_send()
+        assert ping[:2] == b"\x89\x04"
+        server.receive_data(client_frame(0xA, ping[2:]))  # our ping answered
+        server.receive_data(client_frame(0x9, b"you there?"))  # and the peer's own
+        assert server.data_to_send() == b"\x8a\x0ayou there?"
+        assert server.next_deadline() == clock.now + 5.0  # the next round, no pong timeout
+        assert server._proto is None
+    assert vars(server) == {}
 
 
 def test_a_normalized_allow_list_is_shared_not_copied() -> None:
