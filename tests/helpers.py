@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 
 from wshub.core import (
     ClientConnection,
@@ -24,11 +24,11 @@ from wshub.core.frames import encode_frame
 
 __all__ = [
     "FAST_PATH_LIMITS",
+    "KEEPALIVE_PING",
     "KEY",
     "MASK",
     "ConnectionPair",
     "CountingRandom",
-    "KEEPALIVE_PING",
     "FakeClock",
     "client_frame",
     "closed_events",
