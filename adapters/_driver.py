@@ -37,7 +37,15 @@ from ..core import Connection, Event, State
 from ._clock import current_time
 from ._turns import MESSAGES_PER_TURN, next_turn
 
-__all__ = ["READ_SIZE", "Driver", "dispatch_nothing", "dispatch_received"]
+__all__ = [
+    "READ_SIZE",
+    "Dispatch",
+    "DispatchNowait",
+    "Driver",
+    "dispatch_events",
+    "dispatch_nothing",
+    "dispatch_received",
+]
 
 READ_SIZE = 64 * 1024
 """Bytes asked of the transport per read: large enough for big messages,
@@ -51,6 +59,8 @@ _TRANSPORT_ERRORS = (
 )
 
 Dispatch = Callable[[Event], Awaitable[None]]
+#: Dispatch without waiting where possible: None when done, else what is left to await.
+DispatchNowait = Callable[[Event], Awaitable[None] | None]
 
 
 async def dispatch_nothing(event: Event) -> None:
@@ -71,18 +81,25 @@ async def dispatch_received(
     so a read full of small messages does not hold the loop.
     """
     events = core.events_received()
-    budget = MESSAGES_PER_TURN
     while events:
-        for event in events:
-            await dispatch(event)
-            budget -= 1
-            if not budget:
-                budget = MESSAGES_PER_TURN
-                notify()
-                await next_turn()
-        notify()
+        await dispatch_events(events, dispatch, notify)
         events = core.events_received()
     return core.state is State.CLOSED
+
+
+async def dispatch_events(
+    events: list[Event], dispatch: Dispatch, notify: Callable[[], None]
+) -> None:
+    """Dispatch ``events`` in order, yielding every ``MESSAGES_PER_TURN``; notify after."""
+    budget = MESSAGES_PER_TURN
+    for event in events:
+        await dispatch(event)
+        budget -= 1
+        if not budget:
+            budget = MESSAGES_PER_TURN
+            notify()
+            await next_turn()
+    notify()
 
 
 class Driver:

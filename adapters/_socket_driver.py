@@ -26,20 +26,36 @@ import contextlib
 import logging
 import math
 import socket
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
 
 import anyio
 
-from ..core import Connection, State
+from ..core import BinaryMessage, Connection, Event, State, TextMessage
 from ._clock import current_time
-from ._driver import READ_SIZE, Dispatch, dispatch_nothing, dispatch_received
+from ._driver import (
+    READ_SIZE,
+    Dispatch,
+    DispatchNowait,
+    dispatch_events,
+    dispatch_nothing,
+    dispatch_received,
+)
 from ._scheduler import Scheduler
-from ._turns import next_turn
+from ._turns import MESSAGES_PER_TURN, next_turn
 
 __all__ = ["SocketDriver"]
 
 _WAIT_ERRORS = (anyio.ClosedResourceError, anyio.BusyResourceError, OSError)
 _FLUSH_AT = 64 * 1024  # a write this large gains nothing from waiting to coalesce more
+_MESSAGES = (TextMessage, BinaryMessage)
+
+
+class _Handoff(NamedTuple):
+    """What the read callback leaves to the reader task: an awaitable, then events."""
+
+    pending: Awaitable[None] | None
+    events: list[Event]
 
 
 class SocketDriver:
@@ -51,10 +67,12 @@ class SocketDriver:
         "_closed_dispatched",
         "_dirty",
         "_dispatch",
+        "_dispatch_nowait",
         "_eof",
         "_finished",
         "_flush_at",
         "_half_closed",
+        "_inline",
         "_interrupted",
         "_log",
         "_loop",
@@ -84,10 +102,12 @@ class SocketDriver:
         scheduler: Scheduler,
         logger: logging.Logger,
         name: str = "",
+        dispatch_nowait: DispatchNowait | None = None,
     ) -> None:
         self.core = core
         self.sock = sock
         self._dispatch = dispatch
+        self._dispatch_nowait = dispatch_nowait
         self._scheduler = scheduler
         self._log = logger
         self._name = name
@@ -99,7 +119,7 @@ class SocketDriver:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # trio
             self._loop = None
-        self._waiter: asyncio.Future[bytes | None] | None = None
+        self._waiter: asyncio.Future[bytes | _Handoff | None] | None = None
         self._waiting = False  # the reader waits for the socket
         self._registered = False  # asyncio: the socket is in the loop's selector
         self._send_scope: anyio.CancelScope | None = None
@@ -114,6 +134,7 @@ class SocketDriver:
         self._eof = False
         self._stop_reading = False
         self._finished = False  # the socket is closed
+        self._inline = False  # messages are being handled in the read callback
         # Outbox bytes past which ``notify`` writes at once (see ``notify``).
         self._flush_at = max(1, min(_FLUSH_AT, core.limits.max_outbox_size // 2))
 
@@ -127,10 +148,13 @@ class SocketDriver:
             # handled in one turn would otherwise fill the outbox past its cap
             # while the peer's socket had room for all of it.
             self.flush()
+        if self._inline:
+            return  # the read callback notifies once it is done
         closing = core.should_close_transport()
         if (
             not self._dirty
             and not self._writing
+            and not self._inline  # the read callback writes when it is done
             and (core.outbox_size or (closing and not self._half_closed))
         ):
             self._dirty = True
@@ -313,6 +337,7 @@ class SocketDriver:
             self._armed = -math.inf  # never re-armed
             self._finished = True
             self._dispatch = dispatch_nothing
+            self._dispatch_nowait = None
             self._unregister()
             self.sock.close()
 
@@ -357,7 +382,55 @@ class SocketDriver:
             return
         except OSError:
             data = b""
-        waiter.set_result(data)
+        core = self.core
+        if not data or self._dispatch_nowait is None or core.state is not State.OPEN:
+            waiter.set_result(data)
+            return
+        # The common case, handled here without waking the reader task: the
+        # read's messages go to the handler at once, its answers are written
+        # before this callback returns. Anything that must wait (a handler's
+        # awaitable, a close, more than a turn's worth of messages) is handed
+        # to the reader with the events that follow it.
+        self._waiting = False  # nothing may wake the reader meanwhile: it gets the handoff
+        self._inline = True
+        try:
+            core.receive_data(data)
+            handoff = self._dispatch_inline(core.events_received())
+        except Exception:  # a bug: lose this connection, not the loop's callback
+            self._log.exception("connection %s: handling a read failed; aborting", self._name)
+            handoff = _Handoff(None, [])
+            self.abort()
+        finally:
+            self._inline = False
+            self._waiting = True
+        if handoff is not None:
+            waiter.set_result(handoff)
+        if core.outbox_size and not self._writing:
+            self.flush()
+        self.notify()
+
+    def _dispatch_inline(self, events: list[Event]) -> _Handoff | None:
+        """Dispatch messages until one leaves work to await; None if all were done."""
+        dispatch_now = self._dispatch_nowait
+        assert dispatch_now is not None
+        budget = MESSAGES_PER_TURN
+        core = self.core
+        while events:
+            for i, event in enumerate(events):
+                if not budget or not isinstance(event, _MESSAGES):
+                    return _Handoff(None, events[i:])
+                budget -= 1
+                rest = dispatch_now(event)
+                if rest is not None:
+                    return _Handoff(rest, events[i + 1 :])
+            events = core.events_received()
+        return None
+
+    async def _take_over(self, handoff: _Handoff) -> None:
+        """The reader finishes what the read callback could not."""
+        if handoff.pending is not None:
+            await handoff.pending
+        await dispatch_events(handoff.events, self._dispatch, self.notify)
 
     def _unregister(self) -> None:
         if self._registered and self._loop is not None:
@@ -396,19 +469,23 @@ class SocketDriver:
                 # asyncio: the socket stays registered between waits and the loop's
                 # callback reads it, as asyncio's own transports do (no selector
                 # change per message); the close deadline is a scheduler timer.
-                waiter: asyncio.Future[bytes | None] = self._loop.create_future()
+                waiter: asyncio.Future[bytes | _Handoff | None] = self._loop.create_future()
                 self._waiter = waiter
                 if not self._registered:
                     self._loop.add_reader(sock.fileno(), self._on_readable)
                     self._registered = True
                 self._waiting = True
                 try:
-                    data = await waiter
+                    outcome = await waiter
                 finally:
                     self._waiting = False
                     self._waiter = None
-                if data is None:
+                if outcome is None:
                     continue  # woken: a Closed event to dispatch, or the deadline set
+                if isinstance(outcome, _Handoff):
+                    await self._take_over(outcome)
+                    continue
+                data = outcome
             else:
                 data = await self._receive()
                 if data is None:

@@ -34,9 +34,16 @@ class EchoHandler(Handler):
             return decision
         return Accept(principal=decision, subprotocol=select_subprotocol(request, (SUBPROTOCOL,)))
 
+    def on_message_nowait(self, session: ServerSession, message: str | bytes) -> None:
+        _echo(session, message)
+
     async def on_message(self, session: ServerSession, message: str | bytes) -> None:
-        # Straight to the core: no per-message allocation beyond the frame.
-        if type(message) is str:
-            session.send_text(message)
-        else:
-            session.send_binary(message)  # type: ignore[arg-type]
+        _echo(session, message)
+
+
+def _echo(session: ServerSession, message: str | bytes) -> None:
+    # Straight to the core: no per-message allocation beyond the frame.
+    if type(message) is str:
+        session.send_text(message)
+    else:
+        session.send_binary(message)  # type: ignore[arg-type]

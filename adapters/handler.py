@@ -8,6 +8,7 @@ HTTP 500 (handshake, plain HTTP) or a close with 1011 (after the handshake).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,13 @@ class Handler:
     plain HTTP requests), whatever ended it.
     """
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A subclass that overrides ``on_message`` alone gets it called, even
+        if a parent answers in ``on_message_nowait`` (EchoHandler does)."""
+        super().__init_subclass__(**kwargs)
+        if "on_message" in vars(cls) and "on_message_nowait" not in vars(cls):
+            cls.on_message_nowait = Handler.on_message_nowait  # type: ignore[method-assign]
+
     async def on_handshake(
         self,
         session: ServerSession,  # noqa: ARG002 - a default, to override
@@ -79,6 +87,20 @@ class Handler:
 
     async def on_message(self, session: ServerSession, message: str | bytes) -> None:
         """A whole message: ``str`` for text frames, ``bytes`` for binary ones."""
+
+    def on_message_nowait(
+        self, session: ServerSession, message: str | bytes
+    ) -> Awaitable[None] | None:
+        """Start handling a message without waiting; return what is left to await.
+
+        The server calls this for every message, on plain TCP straight from
+        the event loop's read callback: a handler that can answer at once
+        (an echo, a hub routing an envelope) returns None and the message
+        costs no task switch. Return an awaitable for work that must wait;
+        the connection's next message is handled once it is done. The
+        default hands everything to ``on_message``.
+        """
+        return self.on_message(session, message)
 
     async def on_close(self, session: ServerSession, event: Closed) -> None:
         """The connection is over; ``event`` says how it ended."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -87,7 +88,13 @@ class ServerSession:
             if scheduler is None:
                 raise ValueError("a socket connection needs the server's scheduler")
             self._driver = SocketDriver(
-                core, transport, self._dispatch, scheduler=scheduler, logger=logger, name=self.id
+                core,
+                transport,
+                self._dispatch,
+                scheduler=scheduler,
+                logger=logger,
+                name=self.id,
+                dispatch_nowait=self._dispatch_nowait,
             )
         else:
             self._driver = Driver(core, transport, self._dispatch, logger=logger, name=self.id)
@@ -199,14 +206,33 @@ class ServerSession:
             self.core.refuse(503, reason)
             self._driver.notify()
 
-    async def _dispatch(self, event: Event) -> None:
+    def _dispatch_nowait(self, event: Event) -> Awaitable[None] | None:
+        """Hand a message to the handler at once; what is left to await, if anything.
+
+        Other events (open, close, handshake, HTTP) are always awaited.
+        """
         if isinstance(event, _MESSAGES):
             if self._failed:
-                return
+                return None
             try:
-                await self._handler.on_message(self, event.data)
+                rest = self._handler.on_message_nowait(self, event.data)
             except Exception:
                 self._hook_failed("on_message")
+                return None
+            return None if rest is None else self._finish_message(rest)
+        return self._dispatch(event)
+
+    async def _finish_message(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception:
+            self._hook_failed("on_message")
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, _MESSAGES):
+            rest = self._dispatch_nowait(event)
+            if rest is not None:
+                await rest
         elif isinstance(event, Opened):
             self._opened = True
             try:
