@@ -93,12 +93,19 @@ class CountingSocket(socket.socket):
         return data
 
 
-def filled_pair(message: bytes, turns: Turns) -> tuple[CountingSocket, socket.socket, int]:
-    """A socket pair whose driver end already holds as many copies of the
-    (masked) ``message`` frame as the pair takes: every read of it is full."""
+def socket_pair(turns: Turns) -> tuple[CountingSocket, socket.socket]:
     ours, theirs = socket.socketpair()
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     theirs.setblocking(False)
+    driven = CountingSocket(fileno=ours.detach())
+    driven.setblocking(False)
+    driven.turns, driven.reads = turns, []
+    return driven, theirs
+
+
+def fill(theirs: socket.socket, message: bytes) -> int:
+    """Write as many copies of the (masked) ``message`` frame as the pair
+    takes: every read of the other end is then full. How many were written."""
     data = masked_frame(0x1, message)
     count = 0
     try:
@@ -107,35 +114,58 @@ def filled_pair(message: bytes, turns: Turns) -> tuple[CountingSocket, socket.so
             count += 1
     except BlockingIOError:
         pass
-    driven = CountingSocket(fileno=ours.detach())
-    driven.setblocking(False)
-    driven.turns, driven.reads = turns, []
     assert count * len(data) >= 4 * READ_SIZE, "the pair must hold several full reads"
-    return driven, theirs, count
+    return count
 
 
-async def test_a_socket_that_is_always_full_still_lets_others_run() -> None:
+def filled_pair(message: bytes, turns: Turns) -> tuple[CountingSocket, socket.socket, int]:
+    """A socket pair whose driver end already holds as much as the pair takes."""
+    driven, theirs = socket_pair(turns)
+    return driven, theirs, fill(theirs, message)
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["reader task", "read callback"])
+async def test_a_socket_that_is_always_full_still_lets_others_run(inline: bool) -> None:
     """Today's bug: the reader read again at once after every full read, so a
-    peer keeping its socket full kept the loop until it paused."""
+    peer keeping its socket full kept the loop until it paused.
+
+    "read callback": the driver is already waiting when the data comes, and
+    handles messages without waiting (``dispatch_nowait``): on asyncio the
+    loop's read callback does the work (on trio the reader task does)."""
     turns = Turns()
-    sock, theirs, count = filled_pair(b"x" * 1000, turns)
+    sock, theirs = socket_pair(turns)
+    count = 0 if inline else fill(theirs, b"x" * 1000)
     core = open_core()
     at_message: list[int] = []
     done = anyio.Event()
 
-    async def dispatch(event: Event) -> None:
+    def record(event: Event) -> None:
         if isinstance(event, TextMessage):
             at_message.append(turns.value)
             if len(at_message) == count:
                 done.set()
+
+    async def dispatch(event: Event) -> None:
+        record(event)
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             scheduler = Scheduler(tg.start_soon)
             tg.start_soon(scheduler.run)
             tg.start_soon(turns.run)
-            driver = SocketDriver(core, sock, dispatch, scheduler=scheduler, logger=LOG)
+            driver = SocketDriver(
+                core,
+                sock,
+                dispatch,
+                scheduler=scheduler,
+                logger=LOG,
+                dispatch_nowait=record if inline else None,
+            )
             tg.start_soon(driver.run)
+            if inline:
+                while not driver._waiting:
+                    await anyio.sleep(0)
+                count = fill(theirs, b"x" * 1000)
             await done.wait()
             tg.cancel_scope.cancel()
     theirs.close()
