@@ -57,8 +57,14 @@ def nofile_hard_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
-def server_command(name: str, *, echo: bool, tokens: list[str]) -> list[str]:
-    """The command line of server ``name`` in echo or hub mode."""
+def server_command(
+    name: str, *, echo: bool, tokens: list[str], ping_interval: float | None = None
+) -> list[str]:
+    """The command line of server ``name`` in echo or hub mode.
+
+    ``ping_interval``: the keepalive interval of wshub and websockets (the
+    floor has no keepalive); None leaves their default (20 s).
+    """
     if name == "wshub":
         # The real CLI with its production defaults (hub mode: envelopes, auth,
         # limits and the slow-consumer policy on; --echo: plain echo, same auth).
@@ -75,6 +81,8 @@ def server_command(name: str, *, echo: bool, tokens: list[str]) -> list[str]:
         command += ["--token", token]
     if echo:
         command.append("--echo")
+    if ping_interval is not None and name != "floor":
+        command += ["--ping-interval", str(ping_interval)]
     return command
 
 
@@ -97,9 +105,11 @@ class Server:
         tokens: list[str],
         pinning: Pinning,
         wshub_src: Path,
+        ping_interval: float | None = None,
     ) -> None:
         self.name = name
-        self.command = pinning.wrap(server_command(name, echo=echo, tokens=tokens), pinning.server)
+        command = server_command(name, echo=echo, tokens=tokens, ping_interval=ping_interval)
+        self.command = pinning.wrap(command, pinning.server)
         env = dict(os.environ)
         if name.startswith("wshub"):
             env["PYTHONPATH"] = os.pathsep.join(

@@ -94,6 +94,7 @@ def run_one(
             tokens=tokens,
             pinning=pinning,
             wshub_src=args.wshub_src.resolve(),
+            ping_interval=settings.idle_ping_interval if scenario.short_keepalive else None,
         ) as server:
             ctx = Context(binary, server, settings, tokens, hosts, pinning, args.busy_poll)
             m = scenario.run(ctx)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class Settings:
     fanout_size: int
     idle_conns: int
     idle_settle: float
+    idle_ping_interval: float
     handshake_concurrency: int
     connections_target: int
     ramp_concurrency: int = 64
@@ -53,6 +54,7 @@ FULL = Settings(
     fanout_size=64,
     idle_conns=5000,
     idle_settle=1.0,
+    idle_ping_interval=2.0,
     handshake_concurrency=50,
     connections_target=20_000,
 )
@@ -68,6 +70,7 @@ QUICK = Settings(
     fanout_size=64,
     idle_conns=200,
     idle_settle=0.1,
+    idle_ping_interval=0.2,
     handshake_concurrency=10,
     connections_target=500,
 )
@@ -112,6 +115,7 @@ class Scenario:
     conns: Callable[[Settings], int]  # clients, for tokens and source addresses
     run: Callable[[Context], Measurement]
     every_round: bool = True  # False: a capacity, measured in the first round only
+    short_keepalive: bool = False  # servers ping every ``idle_ping_interval`` (else: 20 s)
 
 
 def clients_for(conns: int) -> tuple[int, int]:
@@ -182,6 +186,12 @@ def run_echo(ctx: Context) -> Measurement:
     return Measurement(result["rate"], problems, {**latency(result), "loadgen": result})
 
 
+def run_echo_busy(ctx: Context) -> Measurement:
+    """The echo scenario with a generator that spins instead of sleeping in
+    epoll_wait: no wakeup of the generator in each round trip."""
+    return run_echo(replace(ctx, busy_poll=True))
+
+
 def run_fanout(ctx: Context) -> Measurement:
     s = ctx.settings
     result = timed_run(
@@ -231,7 +241,14 @@ def hold_problems(ready: dict[str, Any], final: dict[str, Any]) -> list[str]:
 
 
 def run_idle(ctx: Context) -> Measurement:
-    """RSS growth of the server for idle connections, per connection (KiB)."""
+    """RSS growth of the server for idle connections, per connection (KiB).
+
+    Measured twice: ``idle_settle`` after the last connection opened, and
+    again after two more keepalive rounds (the servers ping every
+    ``idle_ping_interval`` seconds here, and the generator answers), which is
+    the figure: what a connection costs once it has been pinged, as every
+    long-lived connection will be.
+    """
     s = ctx.settings
     warm = hold(ctx, 10, timeout=5)  # first connections load lazily imported code
     try:
@@ -245,6 +262,8 @@ def run_idle(ctx: Context) -> Measurement:
     try:
         ready = session.ready(120)
         time.sleep(s.idle_settle)
+        settled = ctx.server.rss_kib()
+        time.sleep(2 * s.idle_ping_interval + s.idle_settle)
         after = ctx.server.rss_kib()
         final = session.finish()
     finally:
@@ -256,7 +275,10 @@ def run_idle(ctx: Context) -> Measurement:
         problems,
         {
             "rss_before_kib": before,
-            "rss_after_kib": after,
+            "rss_settled_kib": settled,
+            "rss_after_pings_kib": after,
+            "kib_per_conn_before_pings": round((settled - before) / held, 3),
+            "ping_interval_s": s.idle_ping_interval,
             "connections": ready["opened"],
             "loadgen": final,
         },
@@ -324,6 +346,15 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("echo", "echo round trips/s", "/s", True, True, lambda s: s.echo_conns, run_echo),
         Scenario(
+            "echo_busy",
+            "echo (busy-poll) round trips/s",
+            "/s",
+            True,
+            True,
+            lambda s: s.echo_conns,
+            run_echo_busy,
+        ),
+        Scenario(
             "fanout",
             "fan-out deliveries/s",
             "/s",
@@ -333,7 +364,14 @@ SCENARIOS: dict[str, Scenario] = {
             run_fanout,
         ),
         Scenario(
-            "idle", "idle memory KiB/conn", "KiB", False, False, lambda s: s.idle_conns, run_idle
+            "idle",
+            "idle memory KiB/conn",
+            "KiB",
+            False,
+            False,
+            lambda s: s.idle_conns,
+            run_idle,
+            short_keepalive=True,
         ),
         Scenario(
             "handshakes",

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import RawClient
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -193,6 +194,19 @@ async def test_echo_mode_without_auth_echoes_text_and_binary() -> None:
                 with anyio.fail_after(10):
                     assert await ws.recv() == message
     assert "WARNING: --no-auth" in served.stderr
+
+
+async def test_serve_ping_interval_sets_the_keepalive() -> None:
+    """--ping-interval S: a ping every S seconds, and no pong within S closes 1011."""
+    async with serving("--echo", "--no-auth", "--ping-interval", "0.3") as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        async with RawClient.open(port) as raw:
+            await raw.handshake()
+            with anyio.fail_after(10):
+                fin, _rsv1, opcode, payload = await raw.recv_frame()
+                assert (fin, opcode, len(payload)) == (True, 0x9, 4)
+                code, reason, _ = await raw.recv_close()  # we never answer
+            assert (code, reason) == (1011, "keepalive ping timeout")
 
 
 async def test_hub_requires_a_token_by_default() -> None:

@@ -156,6 +156,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", action="append", default=[], required=True)
     parser.add_argument("--echo", action="store_true")
+    parser.add_argument("--ping-interval", type=float, default=20.0)
     args = parser.parse_args()
     tokens = {token: f"token-{i}" for i, token in enumerate(args.token)}
     hub = Hub()
@@ -180,6 +181,8 @@ async def main() -> None:
         args.port,
         process_request=check_token,
         subprotocols=None if args.echo else [SUBPROTOCOL],  # type: ignore[list-item]
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_interval,
     ) as server:
         host, port = server.sockets[0].getsockname()[:2]
         print(f"listening on ws://{host}:{port}", flush=True)

@@ -116,6 +116,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="time a client has to complete TLS and the upgrade (default 10)",
     )
     serve.add_argument(
+        "--ping-interval",
+        type=positive_float,
+        default=Limits().ping_interval,
+        metavar="SECONDS",
+        help="keepalive: ping each client this often; no pong within as long closes "
+        "it with 1011 (default 20)",
+    )
+    serve.add_argument(
         "--auth-message",
         action="store_true",
         help="hub: accept upgrades without credentials; the first message must then be "
@@ -226,6 +234,8 @@ async def _serve(args: argparse.Namespace) -> None:
         max_message_size=args.max_message_size,
         max_outbox_size=max(Limits().max_outbox_size, args.max_message_size + 16),
         handshake_timeout=args.handshake_timeout,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_interval,
     )
     server: Any
     if args.echo and (args.auth_message or args.refusal != "http" or args.demo):
