@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio
 
 from ._clock import current_time
+from ._driver import READ_SIZE
 
 __all__ = ["Scheduled", "Scheduler"]
 
@@ -60,7 +61,17 @@ class Scheduler:
     use it for a writer only while a socket cannot take their bytes.
     """
 
-    __slots__ = ("_armed", "_counter", "_dead", "_dirty", "_heap", "_scope", "_soon", "spawn")
+    __slots__ = (
+        "_armed",
+        "_counter",
+        "_dead",
+        "_dirty",
+        "_heap",
+        "_scope",
+        "_soon",
+        "read_buffer",
+        "spawn",
+    )
 
     def __init__(self, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]) -> None:
         self.spawn = spawn
@@ -71,6 +82,9 @@ class Scheduler:
         self._dead = 0
         self._dirty: list[Scheduled] = []
         self._soon = _call_soon()
+        # Where the drivers of this loop read into (see ``SocketDriver``); one
+        # per scheduler, since each event loop runs in a thread of its own.
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
 
     # -- timers --------------------------------------------------------------
 

@@ -360,7 +360,7 @@ class SocketDriver:
             if scope.cancelled_caught:
                 return None
             try:
-                return self.sock.recv(READ_SIZE)
+                return self._recv()
             except (BlockingIOError, InterruptedError):
                 return None  # nothing after all: the caller waits again
             except OSError:
@@ -368,6 +368,19 @@ class SocketDriver:
         finally:
             self._recv_scope = None
             self._waiting = False
+
+    def _recv(self) -> bytes:
+        """Read up to ``READ_SIZE`` bytes into the loop's shared buffer; a copy of
+        exactly what came.
+
+        ``socket.recv(65536)`` allocates 64 KiB for every read and shrinks it
+        to what arrived: under churn those blocks, shrunk and kept alive by
+        partial frames while other connections allocate around them,
+        fragmented the heap (RSS grew with every 1,000 connections though
+        nothing leaked).
+        """
+        view = self._scheduler.read_buffer
+        return view[: self.sock.recv_into(view)].tobytes()
 
     def _on_readable(self) -> None:
         waiter = self._waiter
@@ -377,7 +390,7 @@ class SocketDriver:
             self._unregister()
             return
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = self._recv()
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -459,7 +472,7 @@ class SocketDriver:
                 data = b""  # the close deadline passed: give up on the peer
             elif ready:
                 try:
-                    data = sock.recv(READ_SIZE)
+                    data = self._recv()
                 except (BlockingIOError, InterruptedError):
                     ready = False
                     continue

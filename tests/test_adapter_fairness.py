@@ -86,11 +86,11 @@ class CountingSocket(socket.socket):
     turns: Turns
     reads: list[int]
 
-    def recv(self, size: int, flags: int = 0) -> bytes:
-        data = super().recv(size, flags)
-        if data:
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        count = super().recv_into(buffer, nbytes, flags)
+        if count:
             self.reads.append(self.turns.value)
-        return data
+        return count
 
 
 def socket_pair(turns: Turns) -> tuple[CountingSocket, socket.socket]:
