@@ -23,6 +23,7 @@ from wshub.adapters.hub_client_types import (
     Unrecovered,
 )
 from wshub.core import Limits
+from wshub.core.hub_config import HubConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +121,10 @@ async def test_history_shorter_than_the_absence_is_an_explicit_gap() -> None:
 
 async def test_messages_dropped_on_a_drop_topic_are_filled_in_from_history() -> None:
     with anyio.fail_after(20):
-        async with running(limits=Limits(max_outbox_size=8 * 1024)) as server:
+        async with running(
+            limits=Limits(max_outbox_size=8 * 1024),
+            config=HubConfig(history_topic_bytes=32 << 20),
+        ) as server:
             server.configure_topic(
                 "t", slow_consumer="drop", history_size=10_000, history_ttl=math.inf
             )
@@ -129,16 +133,20 @@ async def test_messages_dropped_on_a_drop_topic_are_filled_in_from_history() -> 
                 HubClient(server.url, token=TOKEN, on_gap=gaps.append) as client,
                 client.subscribe("t") as sub,
             ):
-                # One burst in one step of the loop: the outbox fills, the rest is dropped.
-                for seq in range(1, 501):
-                    server.publish("t", {"n": seq, "pad": "x" * 100}, droppable=True)
+                # One burst in one step of the loop, so the client cannot read
+                # meanwhile: 8 MB, more than loopback socket buffers take (the
+                # server writes an outbox to its socket as it fills, and only
+                # drops once the socket is full), so the rest is dropped.
+                count = 4000
+                for seq in range(1, count + 1):
+                    server.publish("t", {"n": seq, "pad": "x" * 2000}, droppable=True)
                 dropped = server.stats().drops
                 assert dropped > 0
-                got = [await sub.__anext__() for _ in range(500 - dropped)]  # the outbox drained
-                server.publish("t", {"n": 501, "pad": ""}, droppable=True)  # after a `dropped`
+                got = [await sub.__anext__() for _ in range(count - dropped)]  # what was sent
+                server.publish("t", {"n": count + 1, "pad": ""}, droppable=True)  # a `dropped`
                 got += [await sub.__anext__() for _ in range(dropped + 1)]
-                assert [m.seq for m in got] == list(range(1, 502))
-                assert [m.payload["n"] for m in got] == list(range(1, 502))
+                assert [m.seq for m in got] == list(range(1, count + 2))
+                assert [m.payload["n"] for m in got] == list(range(1, count + 2))
                 assert gaps == []
 
 
