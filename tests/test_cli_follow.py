@@ -44,7 +44,7 @@ class Lines:
 async def following(served: Served, *args: str) -> AsyncIterator[tuple[Process, Lines, Lines]]:
     """``wshub connect`` following topics, once it said it is connected."""
     assert served.token
-    command = wshub("connect", served.url, "--token", served.token, *args)
+    command = wshub("connect", served.url, f"--token={served.token}", *args)  # may start with -
     async with await anyio.open_process(command, stdin=subprocess.PIPE) as process:
         assert process.stdout is not None
         assert process.stderr is not None
@@ -104,6 +104,6 @@ async def test_refusals_and_bad_arguments_exit_1_with_one_line() -> None:
         )
         assert served.token
         for since in (["a", "x", "e"], ["a", "-1", "e"], ["a", "1", ""]):
-            result = await run("connect", served.url, "--token", served.token, "--since", *since)
+            result = await run("connect", served.url, f"--token={served.token}", "--since", *since)
             assert result.returncode == 1
             assert result.stderr.decode().startswith("wshub: --since")
