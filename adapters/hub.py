@@ -39,17 +39,12 @@ from ..core.envelope import Codec
 from ..core.hub_config import HubConfig
 from ..core.hub_stats import prometheus_text
 from ..core.topics import TopicPolicy
+from .descriptors import descriptor_budget
 from .handler import Accept, Handler, HttpResponse
 from .hub_commands import log_conn
 from .hub_gate import CLOSE_CODES, AwaitingAuth, RefusalMode, Refused, TokenVerifier
 from .hub_operations import HubOperations
-from .hub_runtime import (
-    ConnectListener,
-    DisconnectListener,
-    EventListener,
-    HubRuntime,
-    descriptor_budget,
-)
+from .hub_runtime import ConnectListener, DisconnectListener, EventListener, HubRuntime
 from .server import WebSocketServer
 from .session import ServerSession
 from .static_files import StaticFiles

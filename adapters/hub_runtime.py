@@ -39,6 +39,7 @@ from ..core.redact import redact_query
 from ..core.registry import ConnectionInfo, HubConnection, Remote, remote_host
 from ..core.topics import TopicPolicy
 from ._clock import current_time
+from .descriptors import descriptor_budget
 from .hub_commands import CommandRunner, log_conn
 from .hub_commands import logger as hub_logger
 from .hub_context import BinaryHandler, CommandContext, CommandHandler, ConnectionContext
@@ -50,7 +51,6 @@ __all__ = [
     "DisconnectListener",
     "EventListener",
     "HubRuntime",
-    "descriptor_budget",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -375,26 +375,6 @@ class HubRuntime(HubOperations):
             deadline=request.deadline,
         )
         self._commands.start(ctx, request.payload)
-
-
-_DESCRIPTOR_HEADROOM = 100  # listeners, logs, worker threads, the 503s themselves
-
-
-def descriptor_budget() -> int:
-    """Connections this process can hold while keeping descriptors to answer 503.
-
-    The soft ``RLIMIT_NOFILE`` minus 100 descriptors of headroom for
-    listeners, logs, threads and the refusals themselves; 10 000 where the
-    limit cannot be read.
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on POSIX
-        return 10_000
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 100_000
-    return max(1, soft - _DESCRIPTOR_HEADROOM)
 
 
 def _target(request: HandshakeRequest | None) -> str:
