@@ -1,6 +1,7 @@
 """wshub's sans-IO core: WebSocket connections as pure state machines.
 
-Nothing in this package performs I/O or reads the clock; see DESIGN.md.
+Nothing in this package performs I/O or reads the clock: time and randomness
+are parameters, so every protocol decision can be tested deterministically.
 """
 
 from .auth import AccessPolicy, Denial, Principal, StaticTokens, TokenRejection, Verifier

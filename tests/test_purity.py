@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "core"
+import wshub.core
+
+# The core that is imported: core/ in the repository, the installed copy when
+# the tests run from an unpacked sdist.
+CORE = Path(wshub.core.__file__).resolve().parent
 FORBIDDEN_MODULES = frozenset(
     {"socket", "ssl", "select", "selectors", "asyncio", "trio", "anyio", "threading"}
 )
