@@ -1,6 +1,7 @@
 """I/O for wshub: the anyio WebSocket server and client (asyncio or trio), the ASGI app."""
 
 from .asgi import HubApp, ThreadsafeHub
+from .blocking import BlockingOperations, LoopBoundHub
 from .client import ClientSession, connect
 from .echo import EchoHandler
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
@@ -28,7 +29,7 @@ from .hub_client_types import (
     Unrecovered,
 )
 from .hub_context import CommandContext, CommandError, ConnectionContext
-from .hub_operations import HubOperations
+from .hub_operations import HubOperations, LoopBinding, WrongThreadError
 from .reconnect import Backoff
 from .server import WebSocketServer, serve
 from .session import ServerSession
@@ -38,6 +39,7 @@ __all__ = [
     "Accept",
     "Backoff",
     "BlockingHubClient",
+    "BlockingOperations",
     "CallError",
     "CallTimeout",
     "ClientClosed",
@@ -64,6 +66,8 @@ __all__ = [
     "HubServer",
     "HubStoppedError",
     "Inbox",
+    "LoopBinding",
+    "LoopBoundHub",
     "Message",
     "Presence",
     "Refused",
@@ -76,6 +80,7 @@ __all__ = [
     "ThreadsafeHub",
     "Unrecovered",
     "WebSocketServer",
+    "WrongThreadError",
     "connect",
     "serve",
 ]

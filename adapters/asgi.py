@@ -134,6 +134,7 @@ class HubApp(HubOperations):
             refusal=refusal,
         )
         self.hub = self.runtime.hub
+        self.loop = self.runtime.loop
         self.limits = limits or Limits()
         self.metrics = metrics
         self.slow_consumer_grace = slow_consumer_grace

@@ -9,8 +9,11 @@ message, and the calls of one thread take effect in the order it made them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from anyio import from_thread
 
 from ..core.errors import WsHubError
 from ..core.hub_recovery import HistoryPage
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from .asgi import HubApp
     from .hub import HubServer
 
-__all__ = ["BlockingOperations", "HubStoppedError"]
+__all__ = ["BlockingOperations", "HubStoppedError", "LoopBoundHub"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,7 +44,7 @@ class BlockingOperations:
     """
 
     @property
-    def _target(self) -> HubServer | HubApp:
+    def _target(self) -> HubServer | HubApp | HubOperations:
         raise NotImplementedError
 
     def _call(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -75,11 +78,13 @@ class BlockingOperations:
     def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
         return self._call(self._target.disconnect, conn_id, code, reason)
 
-    def subscribe(self, conn_id: str, topic: str) -> None:
-        self._call(self._target.subscribe, conn_id, topic)
+    def subscribe(self, conn_id: str, topic: str) -> bool:
+        """Subscribe server-side; False if the connection is unknown (it may just have left)."""
+        return self._call(self._target.subscribe, conn_id, topic)
 
-    def unsubscribe(self, conn_id: str, topic: str) -> None:
-        self._call(self._target.unsubscribe, conn_id, topic)
+    def unsubscribe(self, conn_id: str, topic: str) -> bool:
+        """Unsubscribe server-side; False if it was not subscribed or is unknown."""
+        return self._call(self._target.unsubscribe, conn_id, topic)
 
     def configure_topic(
         self,
@@ -133,6 +138,46 @@ class BlockingOperations:
             return func
 
         return register
+
+
+class LoopBoundHub(BlockingOperations):
+    """The operations of a hub running in an event loop of this process, as
+    blocking calls safe from any thread (``hub.threadsafe()``,
+    ``ctx.threadsafe_hub``).
+
+    In the loop's thread a call runs directly; from any other thread it is
+    carried into the loop (``anyio.from_thread.run_sync``) and runs there
+    before the call returns. Calls while the hub is not running raise
+    ``HubStoppedError``; a call must not be made from the loop's thread while
+    that thread is blocked elsewhere (nothing could run it).
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: HubOperations) -> None:
+        self.hub = hub
+
+    @property
+    def _target(self) -> HubOperations:
+        return self.hub
+
+    @property
+    def running(self) -> bool:
+        return self.hub.loop.running
+
+    def _call(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = self.hub.loop
+        thread, token = loop.thread, loop.token
+        if thread is None or token is None:
+            raise HubStoppedError("the hub is not running")
+        if thread == threading.get_ident():
+            return func(*args, **kwargs)
+        try:
+            return from_thread.run_sync(lambda: func(*args, **kwargs), token=token)
+        except RuntimeError as exc:
+            if not loop.running:
+                raise HubStoppedError("the hub was stopped") from exc
+            raise
 
 
 def _copy_connections(hub: HubOperations) -> list[ConnectionInfo]:

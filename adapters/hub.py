@@ -239,6 +239,7 @@ class HubServer(HubOperations):
             refusal=refusal,
         )
         self.hub = self.handler.hub
+        self.loop = self.handler.loop
         self.server = WebSocketServer(
             self.handler,
             host=host,

@@ -15,6 +15,7 @@ from ..core.envelope import RequestId
 from ..core.registry import ConnectionInfo
 
 if TYPE_CHECKING:
+    from .blocking import BlockingOperations
     from .hub_runtime import HubRuntime
 
 __all__ = [
@@ -46,9 +47,10 @@ class ConnectionContext:
     """The connection a handler runs for, and the hub to act through.
 
     ``hub`` is the server-side handle (``broadcast``, ``publish``,
-    ``send_to``...): use it from the event loop only; a synchronous handler
-    runs in a worker thread and must go through ``anyio.from_thread`` or a
-    ``ThreadedHub`` instead.
+    ``send_to``...) for the event loop: async handlers use it. A synchronous
+    handler runs in a worker thread, where ``hub`` raises
+    ``WrongThreadError``: it uses ``threadsafe_hub`` (the same operations as
+    blocking calls carried into the loop).
     """
 
     conn_id: str
@@ -60,6 +62,15 @@ class ConnectionContext:
     def metadata(self) -> dict[str, Any]:
         """The application's per-connection dictionary (``ConnectionInfo.metadata``)."""
         return self.info.metadata
+
+    @property
+    def threadsafe_hub(self) -> BlockingOperations:
+        """The hub's operations, safe from any thread (``hub.threadsafe()``).
+
+        For synchronous handlers, which run in worker threads; in the loop's
+        thread the calls run directly.
+        """
+        return self.hub.threadsafe()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -44,7 +44,7 @@ from .hub_commands import CommandRunner, log_conn
 from .hub_commands import logger as hub_logger
 from .hub_context import BinaryHandler, CommandContext, CommandHandler, ConnectionContext
 from .hub_gate import AwaitingAuth, HubGate, RefusalMode, TokenVerifier, Verdict
-from .hub_operations import HubOperations
+from .hub_operations import HubOperations, LoopBinding
 
 __all__ = [
     "ConnectListener",
@@ -108,6 +108,7 @@ class HubRuntime(HubOperations):
         self.refusal = refusal
         self.slow_consumer_grace = slow_consumer_grace
         self.on_event = on_event
+        self.loop = LoopBinding(emit=self._emit_events)
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self._links: dict[str, _Link] = {}
@@ -159,9 +160,11 @@ class HubRuntime(HubOperations):
 
         Serving starts afresh: a previous ``begin_shutdown`` no longer applies
         (an ASGI app's lifespan may run again, e.g. one test client per test).
+        While it runs, the hub's operations belong to this event loop's thread.
         """
         self._commands.stopping = False
-        await self._commands.run(task_status=task_status)
+        with self.loop.bound():
+            await self._commands.run(task_status=task_status)
 
     def begin_shutdown(self) -> None:
         """Refuse new work: answer pending commands ``shutting_down``, cancel them."""
@@ -317,12 +320,22 @@ class HubRuntime(HubOperations):
                 await self._verify(event)
             elif isinstance(event, BinaryReceived):
                 await self._on_binary(event)
-            elif isinstance(event, PresenceChanged | Published) and self.on_event is not None:
-                try:
-                    self.on_event(event)
-                except Exception:
-                    log_conn(logging.ERROR, event.conn_id, "on_event raised", exc=True)
+            elif isinstance(event, PresenceChanged | Published):
+                self._notify(event)
         self._commands.rearm()
+
+    def _emit_events(self, events: list[HubEvent]) -> None:
+        """Events of an application's operation (presence of a server-side subscribe)."""
+        for event in events:
+            if isinstance(event, PresenceChanged | Published):
+                self._notify(event)
+
+    def _notify(self, event: PresenceChanged | Published) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log_conn(logging.ERROR, event.conn_id, "on_event raised", exc=True)
 
     async def _verify(self, request: AuthRequest) -> None:
         """Check an ``auth`` message's token before the connection's next message.

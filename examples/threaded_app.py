@@ -59,16 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    with ThreadedHub.start(server, backend=args.backend) as hub:
-        hub.configure_topic("ticks")  # keeps its seq even while nobody listens
+    hub = ThreadedHub(server, backend=args.backend)
+    hub.configure_topic("ticks")  # keeps its seq even while nobody listens
 
-        @hub.command("add")
-        def add(ctx: CommandContext, payload: Any) -> int:
-            # A plain function: the hub runs it in a worker thread.
-            total = sum(int(x) for x in payload)
-            hub.send_to(ctx.conn_id, "note", {"text": f"you added {len(payload)} numbers"})
-            return total
+    @hub.command("add")  # before launch: in place before the first client
+    def add(ctx: CommandContext, payload: Any) -> int:
+        # A plain function: the hub runs it in a worker thread, where
+        # ctx.threadsafe_hub (or this ThreadedHub) is the way to the hub.
+        total = sum(int(x) for x in payload)
+        ctx.threadsafe_hub.send_to(
+            ctx.conn_id, "note", {"text": f"you added {len(payload)} numbers"}
+        )
+        return total
 
+    with hub:  # launches; returns once the server listens
         print(f"token: {token}", flush=True)
         print(f"listening on {hub.url}", flush=True)
         worker = threading.Thread(target=ticker, args=(hub, stop, args.interval), daemon=True)

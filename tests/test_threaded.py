@@ -199,3 +199,49 @@ def test_stop_from_inside_the_loop_is_refused(backend: str) -> None:
         assert outcome
         assert "outside" in outcome[0]
         assert hub.running
+
+
+def test_commands_and_topics_registered_before_launch_serve_the_first_client(
+    backend: str,
+) -> None:
+    """Registered before ``launch``: in place before the server accepts anyone,
+    so no client can meet ``unknown_command``; a factory gets them too."""
+    for source in (make_server(), make_server):
+        hub = ThreadedHub(source, backend=backend)
+        assert not hub.running
+        with pytest.raises(HubStoppedError, match="not launched"):
+            hub.publish("ticks", 1)
+        if source is make_server:
+            with pytest.raises(HubStoppedError, match="factory"):
+                _ = hub.url
+
+        @hub.command("add")
+        def add(ctx: CommandContext, payload: list[int]) -> int:
+            # a plain function in a worker thread: the context's thread-safe handle
+            ctx.threadsafe_hub.send_to(ctx.conn_id, "note", "adding")
+            return sum(payload)
+
+        hub.configure_topic("ticks", publish="all")  # default "none": clients could not
+        with hub:  # launches
+            assert hub.running
+            with ws_client(hub) as (ws, _):
+                ws.send(json.dumps({"message_type": "add", "id": 1, "payload": [1, 2, 3]}))
+                note = recv(ws)
+                assert (note["message_type"], note["payload"]) == ("note", "adding")
+                reply = recv(ws)
+                assert (reply["id"], reply["ok"], reply["payload"]) == (1, True, 6)
+                ws.send(json.dumps({"message_type": "publish", "topic": "ticks", "id": 2}))
+                reply = recv(ws)
+                assert (reply["id"], reply["ok"]) == (2, True), reply
+        assert not hub.running
+        with pytest.raises(RuntimeError, match="launches once"):
+            hub.launch()
+
+
+def test_a_hub_stopped_before_launch_never_launches(backend: str) -> None:
+    hub = ThreadedHub(make_server(), backend=backend)
+    hub.stop()  # nothing to stop yet
+    with pytest.raises(RuntimeError, match="launches once"):
+        hub.launch()
+    with pytest.raises(HubStoppedError):
+        hub.stats()
