@@ -25,6 +25,7 @@ from ..core.hub import Hub
 from ..core.hub_events import CommandExpired
 from ._clock import current_time
 from .hub_context import CommandContext, CommandError, CommandHandler
+from .payloads import PayloadError, Validator, handler_validator
 
 __all__ = ["CommandRunner", "log_conn", "logger"]
 
@@ -43,6 +44,7 @@ def log_conn(level: int, conn_id: str, message: str, *args: object, exc: bool = 
 class _Command:
     func: CommandHandler
     is_async: bool
+    validate: Validator | None  # from the handler's payload annotation
 
 
 class CommandRunner:
@@ -69,8 +71,9 @@ class CommandRunner:
         scope: str | None = None,
         timeout: float | None = None,
     ) -> None:
+        validate = handler_validator(func)  # an unusable annotation fails here, not per call
         self.hub.register_command(name, scope=scope, timeout=timeout)
-        self._handlers[name] = _Command(func, inspect.iscoroutinefunction(func))
+        self._handlers[name] = _Command(func, inspect.iscoroutinefunction(func), validate)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the task group and run the deadline timer until cancelled."""
@@ -100,6 +103,13 @@ class CommandRunner:
             code = ErrorCode.SHUTTING_DOWN if command is not None else ErrorCode.COMMAND_FAILED
             self.hub.reply_error(conn_id, request_id, code.value, "command unavailable")
             return
+        if command.validate is not None:
+            try:
+                payload = command.validate(payload, "payload")
+            except PayloadError as exc:  # the client's mistake: no handler, no traceback
+                log_conn(logging.DEBUG, conn_id, "command %r: %s", ctx.command, exc)
+                self.hub.reply_error(conn_id, request_id, ErrorCode.INVALID_PAYLOAD.value, str(exc))
+                return
         scope = anyio.CancelScope()
         self._running[conn_id, request_id] = scope
         self._tg.start_soon(self._run, ctx, command, payload, scope)

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     DUPLICATE_ID = "duplicate_id"
     TOO_MANY_PENDING = "too_many_pending"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    INVALID_PAYLOAD = "invalid_payload"  # a command's payload does not match its type
     COMMAND_FAILED = "command_failed"
     COMMAND_TIMEOUT = "command_timeout"
     SHUTTING_DOWN = "shutting_down"
