@@ -220,6 +220,8 @@ class ThreadedHub(BlockingOperations):
         slow_consumer: SlowConsumerPolicy = "disconnect",
         subscribe_scope: str | None = None,
         publish_scope: str | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
     ) -> None:
         """Set a topic's policy (before launch, or on the running hub)."""
         options: dict[str, Any] = {
@@ -229,6 +231,8 @@ class ThreadedHub(BlockingOperations):
             "slow_consumer": slow_consumer,
             "subscribe_scope": subscribe_scope,
             "publish_scope": publish_scope,
+            "history_size": history_size,
+            "history_ttl": history_ttl,
         }
         if self._launched:
             super().configure_topic(name, **options)
