@@ -1,6 +1,6 @@
 """Taking turns: how a connection lets the event loop run everyone else.
 
-Fairness is part of the drivers' contract (DESIGN.md): a connection does a
+Fairness is part of the drivers' contract: a connection does a
 bounded amount of work per turn (one read, ``MESSAGES_PER_TURN`` messages)
 and then yields, so other connections' reads, writes and timers run between
 two pieces of one client's burst, and outboxes are flushed before they fill.
