@@ -1,0 +1,343 @@
+"""Mutation testing of ``core/``: a small seeded AST mutator of our own.
+
+Each mutant changes one thing in one module of the core (a comparison
+flipped, ``and``/``or`` swapped, a ``not`` dropped, a constant or an
+arithmetic operator changed, a call statement removed); the core's own tests
+for that module then run against it in a scratch copy of the repository. A
+mutant the tests fail on (or that hangs past the timeout) is killed; one they
+pass on survived, and is printed with its place so a test can state the
+behaviour it changed.
+
+    python tools/mutate_core.py --sample 40 --seed 1      # what CI runs (a few minutes)
+    python tools/mutate_core.py --all                     # every mutant (hours)
+    python tools/mutate_core.py --module frames --all     # one module
+
+The score is killed / mutants; ``--min-score`` makes it a gate (exit 1 below).
+Nothing here imports the core: the copy is what runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "core"
+
+#: The core's own tests for each module (see README, "Proof"): the tests that
+#: must notice when that module changes. Unlisted modules use CORE_TESTS.
+CORE_TESTS = [
+    "tests/test_core_*.py",
+    "tests/test_hub_*.py",
+    "tests/test_auth.py",
+    "tests/test_auth_headers.py",
+    "tests/test_tokens.py",
+    "tests/test_envelope.py",
+    "tests/test_redaction.py",
+]
+CONNECTION_TESTS = [
+    "tests/test_core_framing.py",
+    "tests/test_core_client.py",
+    "tests/test_core_timers.py",
+    "tests/test_core_limits.py",
+    "tests/test_core_handshake.py",
+    "tests/test_core_close_transport.py",
+    "tests/test_core_fastpath.py",
+    "tests/test_core_fastpath_close.py",
+    "tests/test_core_regressions.py",
+    "tests/test_core_properties.py",
+]
+HUB_TESTS = ["tests/test_hub_*.py", "tests/test_core_outbox.py"]
+TESTS: dict[str, list[str]] = {
+    "auth": ["tests/test_auth.py", "tests/test_auth_headers.py", "tests/test_hub_auth.py"],
+    "tokens": ["tests/test_tokens.py", "tests/test_auth.py"],
+    "envelope": ["tests/test_envelope.py", "tests/test_hub_routing.py"],
+    "frames": ["tests/test_core_framing.py", "tests/test_core_fastpath.py"],
+    "deflate": ["tests/test_core_deflate.py"],
+    "handshake": ["tests/test_core_handshake.py"],
+    "http_head": ["tests/test_core_http_head.py", "tests/test_core_handshake.py"],
+    "request_head": ["tests/test_core_request_head.py", "tests/test_core_handshake.py"],
+    "hosts": ["tests/test_core_hosts.py"],
+    "limits": ["tests/test_core_config.py", "tests/test_core_limits.py"],
+    "hub_config": ["tests/test_core_config.py", "tests/test_hub_auth.py"],
+    "topics": ["tests/test_core_config.py", "tests/test_hub_routing.py"],
+    "ratelimit": ["tests/test_core_ratelimit.py"],
+    "redact": ["tests/test_redaction.py"],
+    "connection": CONNECTION_TESTS,
+    "server": CONNECTION_TESTS,
+    "client": CONNECTION_TESTS,
+}
+SKIP_MODULES = {"__init__"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    line: int
+    col: int
+    index: int  # which mutation of the node at (line, col)
+    description: str
+
+    def __str__(self) -> str:
+        return f"core/{self.module}.py:{self.line}:{self.col}: {self.description}"
+
+
+_COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.LtE: ast.Gt,
+    ast.Gt: ast.LtE,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
+_BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of docstring constants (not worth mutating)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _annotations(tree: ast.AST) -> set[int]:
+    """ids of every node inside a type annotation (changing one changes nothing at run time)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        parts: list[ast.AST | None] = []
+        if isinstance(node, ast.arg):
+            parts.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            parts.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            parts.append(node.annotation)
+        for part in parts:
+            if part is not None:
+                found.update(id(n) for n in ast.walk(part))
+    return found
+
+
+def _mutations(node: ast.AST, skip: set[int]) -> list[str]:
+    """The descriptions of the mutations this node offers (index = position)."""
+    if id(node) in skip:
+        return []
+    if isinstance(node, ast.Compare):
+        return [
+            f"{type(op).__name__} -> {_COMPARE_SWAPS[type(op)].__name__}"
+            for op in node.ops
+            if type(op) in _COMPARE_SWAPS
+        ]
+    if isinstance(node, ast.BoolOp):
+        return ["and -> or" if isinstance(node.op, ast.And) else "or -> and"]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return ["not x -> x"]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
+        return [f"{type(node.op).__name__} -> {_BINOP_SWAPS[type(node.op)].__name__}"]
+    if isinstance(node, ast.Constant):
+        if node.value is True or node.value is False:
+            return [f"{node.value} -> {not node.value}"]
+        if type(node.value) is int:
+            return [f"{node.value} -> {node.value + 1}"]
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        return ["call statement removed"]
+    return []
+
+
+def _nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.walk(tree):
+        if hasattr(node, "lineno"):
+            yield node
+
+
+def mutants_of(module: str) -> list[Mutant]:
+    tree = ast.parse((CORE / f"{module}.py").read_text(encoding="utf-8"))
+    skip = _docstrings(tree) | _annotations(tree)
+    found = []
+    for node in _nodes(tree):
+        for index, description in enumerate(_mutations(node, skip)):
+            found.append(Mutant(module, node.lineno, node.col_offset, index, description))
+    return found
+
+
+def mutated_source(mutant: Mutant) -> str:
+    tree = ast.parse((CORE / f"{mutant.module}.py").read_text(encoding="utf-8"))
+    skip = _docstrings(tree) | _annotations(tree)
+    for node in _nodes(tree):
+        if (node.lineno, node.col_offset) != (mutant.line, mutant.col):
+            continue
+        offered = _mutations(node, skip)
+        if mutant.index >= len(offered) or offered[mutant.index] != mutant.description:
+            continue
+        _apply(tree, node, mutant.index)
+        return ast.unparse(ast.fix_missing_locations(tree))
+    raise LookupError(f"mutation point not found: {mutant}")
+
+
+def _apply(tree: ast.AST, node: ast.AST, index: int) -> None:
+    if isinstance(node, ast.Compare):
+        positions = [i for i, op in enumerate(node.ops) if type(op) in _COMPARE_SWAPS]
+        at = positions[index]
+        node.ops[at] = _COMPARE_SWAPS[type(node.ops[at])]()
+    elif isinstance(node, ast.BoolOp):
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif isinstance(node, ast.UnaryOp):
+        _replace(tree, node, node.operand)
+    elif isinstance(node, ast.BinOp):
+        node.op = _BINOP_SWAPS[type(node.op)]()
+    elif isinstance(node, ast.Constant):
+        node.value = (not node.value) if isinstance(node.value, bool) else node.value + 1
+    elif isinstance(node, ast.Expr):
+        _replace(tree, node, ast.Pass())
+
+
+def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for parent in ast.walk(tree):
+        for name, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, name, ast.copy_location(new, old))
+                return
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    if item is old:
+                        value[i] = ast.copy_location(new, old)
+                        return
+    raise LookupError("node not found in its tree")
+
+
+def scratch_copy() -> Path:
+    """A copy of the repository to mutate (the real one is never written)."""
+    target = Path(tempfile.mkdtemp(prefix="wshub-mutants-")) / "repo"
+    ignore = shutil.ignore_patterns(
+        ".git",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "node_modules",
+        "artifacts",
+        ".hypothesis",
+    )
+    shutil.copytree(ROOT, target, symlinks=True, ignore=ignore)
+    return target
+
+
+def tests_for(module: str, repo: Path) -> list[str]:
+    patterns = TESTS.get(module, HUB_TESTS if module.startswith("hub") else CORE_TESTS)
+    if module in ("registry", "commands", "outbox_connection"):
+        patterns = HUB_TESTS
+    files: list[str] = []
+    for pattern in patterns:
+        files.extend(sorted(str(p.relative_to(repo)) for p in repo.glob(pattern)))
+    return list(dict.fromkeys(files))
+
+
+def run_mutant(mutant: Mutant, repo: Path, timeout: float) -> bool:
+    """True if the tests kill it."""
+    path = repo / "core" / f"{mutant.module}.py"
+    original = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(mutated_source(mutant), encoding="utf-8")
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--hypothesis-seed=0",
+            *tests_for(mutant.module, repo),
+        ]
+        try:
+            result = subprocess.run(
+                command, cwd=repo, capture_output=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return True  # a hang is noticed too
+        return result.returncode != 0
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", action="append", help="core module(s) (default: all)")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--sample", type=int, default=40, help="mutants drawn (default 40)")
+    chosen.add_argument("--all", action="store_true", help="every mutant")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant")
+    parser.add_argument("--min-score", type=float, help="exit 1 below this percentage")
+    args = parser.parse_args(argv)
+
+    modules = args.module or sorted(p.stem for p in CORE.glob("*.py") if p.stem not in SKIP_MODULES)
+    everything = [m for module in modules for m in mutants_of(module)]
+    if args.all or args.sample >= len(everything):
+        mutants = everything
+    else:
+        mutants = sorted(
+            random.Random(args.seed).sample(everything, args.sample),
+            key=lambda m: (m.module, m.line, m.col, m.index),
+        )
+    print(f"{len(mutants)} of {len(everything)} mutants in {len(modules)} modules", flush=True)
+    repo = scratch_copy()
+    started = time.monotonic()
+    survivors: list[Mutant] = []
+    try:
+        for number, mutant in enumerate(mutants, 1):
+            killed = run_mutant(mutant, repo, args.timeout)
+            if not killed:
+                survivors.append(mutant)
+            print(
+                f"[{number}/{len(mutants)}] {'killed ' if killed else 'SURVIVED'} {mutant}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(repo.parent, ignore_errors=True)
+    score = 100.0 * (len(mutants) - len(survivors)) / max(1, len(mutants))
+    minutes = (time.monotonic() - started) / 60
+    print(
+        f"mutation score {score:.1f}% ({len(mutants) - len(survivors)}/{len(mutants)} killed, "
+        f"seed {args.seed}, {minutes:.1f} min)"
+    )
+    for mutant in survivors:
+        print(f"  survived: {mutant}")
+    if args.min_score is not None and score < args.min_score:
+        print(f"below the gate of {args.min_score}%")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
