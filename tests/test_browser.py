@@ -427,3 +427,34 @@ def test_readme_browser_example_runs(hub_process: Any, pages: Any) -> None:
     assert published["delivered"] == 1
     assert [published["seq"], {"text": "hi"}] in logged  # its own message, via the subscription
     assert [{"n": 1}] in logged  # the echo command's reply
+
+
+def test_every_character_the_server_allows_in_a_token_works_as_a_subprotocol(
+    hub_process: Any, pages: Any
+) -> None:
+    """``wshub serve`` accepts exactly the HTTP token characters; Chromium sends them."""
+    token = "Az09!#$%&'*+-.^_`|~"
+    hub = hub_process("--token", token)
+    page = pages(hub.origin + "/")
+    start_client(page, json.dumps(token))
+    page.wait_for("c.state === 'open'")
+    assert page.evaluate("c.call('whoami').then(r => r.principal)") == "token-0"
+    refused = page.evaluate(
+        "(() => { try { new WebSocket(`ws://${location.host}/`, ['wshub.bearer.a/b=']); }"
+        " catch (e) { return e.name; } })()"
+    )
+    assert refused == "SyntaxError"  # what the startup check spares a user
+
+
+def test_first_message_auth_from_the_browser(hub_process: Any, pages: Any) -> None:
+    hub = hub_process("--token", "a/b=", "--auth-message", "--refusal", "close")
+    page = pages(hub.origin + "/")
+    start_client(page, "'a/b='", "authMode: 'message'")
+    page.wait_for("c.state === 'open'")
+    assert page.evaluate("c.call('echo', 'ok')") == "ok"
+    wrong = pages(hub.origin + "/")
+    start_client(wrong, "'nope'", "authMode: 'message', backoff: { initial: 20, max: 50 }")
+    closed = wrong.wait_for("c.state === 'closed' && t.events.filter(e => e.name === 'closed')")
+    assert [(e["value"]["code"], e["value"]["willRetry"]) for e in closed] == [(1008, False)]
+    time.sleep(1.0)  # no retry storm: still one refused auth message
+    assert hub.count("auth message refused") == 1

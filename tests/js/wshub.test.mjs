@@ -136,6 +136,23 @@ describe("authentication", () => {
     assert.equal(client.connId, "c9");
   });
 
+  test("first-message auth: a refused token (1008 before welcome) stops; a timeout is retried", async () => {
+    const { client, clock, sockets, last, named } = setup({ authMode: "message" });
+    client.connect();
+    await flush();
+    last().serverOpen();
+    last().serverClose(1008, "authentication timeout");
+    await flush();
+    assert.equal(named("closed").at(-1).willRetry, true);
+    await clock.advance(named("closed").at(-1).delay);
+    last().serverOpen();
+    last().serverClose(1008, "invalid bearer token");
+    await flush();
+    await clock.advance(3_600_000);
+    assert.equal(sockets.length, 2);
+    assert.equal(client.state, "closed");
+  });
+
   test("the token callback runs before every (re)connect", async () => {
     let n = 0;
     const { client, clock, last, named } = setup({ token: async () => `t${++n}` });

@@ -286,8 +286,11 @@ export class WshubClient {
     this._connectTimer = this._refreshTimer = null;
     this._failPending(new WshubError("connection_lost", `connection lost (${code} ${reason})`));
     if (!this._wanted) return;
+    // With first-message auth a refused token is 1008 before the welcome; an
+    // authentication *timeout* (a slow network) is worth retrying.
     const authFailure =
-      AUTH_CLOSE_CODES.includes(code) || (this._authMode === "message" && !this._welcomed && code === 1008);
+      AUTH_CLOSE_CODES.includes(code) ||
+      (this._authMode === "message" && !this._welcomed && code === 1008 && !/timeout/i.test(reason));
     if (authFailure) {
       this._refused(code, reason);
       return;
