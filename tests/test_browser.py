@@ -40,21 +40,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@functools.cache
-def serve_help() -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "wshub", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-
-
-def has_history() -> bool:
-    return "--history" in serve_help()
-
-
 class HubProcess:
     """``wshub serve --demo`` on a fixed port, to kill and restart; its log kept."""
 
@@ -276,21 +261,7 @@ def test_reconnect_after_the_server_is_killed_and_restarted(hub_process: Any, pa
     assert got[-1]["payload"] == {"n": "after"}
 
 
-@pytest.mark.parametrize(
-    "history",
-    [
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                not has_history(),
-                reason="needs wshub serve --history (issue 11), not on this branch yet",
-                strict=True,
-            ),
-        ),
-        False,
-    ],
-    ids=["with-history", "without-history"],
-)
+@pytest.mark.parametrize("history", [True, False], ids=["with-history", "without-history"])
 def test_network_drop_recovers_missed_messages_with_history(
     hub_process: Any, pages: Any, history: bool
 ) -> None:
@@ -369,7 +340,7 @@ def fill_and_send(page: Page, name: str, text: str) -> None:
 
 
 def test_demo_page_chat_commands_reconnect_and_screenshots(hub_process: Any, pages: Any) -> None:
-    hub = hub_process("--token", "tok", *(["--history", "100"] if has_history() else []))
+    hub = hub_process("--token", "tok", "--history", "100")
     one = pages(hub.origin + "/#token=tok")
     two = pages(hub.origin + "/#token=tok")
     for page in (one, two):
@@ -392,12 +363,8 @@ def test_demo_page_chat_commands_reconnect_and_screenshots(hub_process: Any, pag
     fill_and_send(one, "Ada", "Sent while the second tab was offline")
     one.wait_for("document.querySelectorAll('#messages li').length === 3")
     two.wait_for("hub.state === 'open'", timeout=15)
-    if has_history():
-        two.wait_for("document.querySelectorAll('#messages li.recovered').length === 1")
-        assert "recovered" in two.evaluate("document.getElementById('banner').textContent")
-    else:
-        two.wait_for("!document.getElementById('banner').className.includes('good')")
-        assert "lost" in two.evaluate("document.getElementById('banner').textContent")
+    two.wait_for("document.querySelectorAll('#messages li.recovered').length === 1")
+    assert "recovered" in two.evaluate("document.getElementById('banner').textContent")
     two.screenshot(ARTIFACTS / "demo-reconnect.png")
 
 
