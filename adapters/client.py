@@ -27,6 +27,7 @@ from ..core import (
     Event,
     Limits,
     Opened,
+    Pong,
     Rejected,
     State,
     TextMessage,
@@ -34,6 +35,7 @@ from ..core import (
 from ..core.deflate import deflate_bound
 from ._clock import current_time
 from ._driver import Driver
+from ._pings import PongWaiters
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
 
 __all__ = ["ClientSession", "connect"]
@@ -57,6 +59,7 @@ class ClientSession:
             max_queue
         )
         self._opened = anyio.Event()
+        self._pongs = PongWaiters()
         self._was_opened = False
         self._closed = anyio.Event()
         self._done = anyio.Event()
@@ -115,6 +118,20 @@ class ClientSession:
             await self._closed.wait()
             raise self._closed_error()
 
+    async def ping(self, payload: bytes | None = None) -> float:
+        """Ping the server; the round-trip time in seconds once its pong came.
+
+        Raises ``ConnectionClosed`` if the connection is or gets closed before
+        the pong (see ``Connection.send_ping`` for the payload's rules).
+        """
+        try:
+            payload = self.core.send_ping(payload)
+        except ConnectionClosedError:
+            await self._closed.wait()
+            raise self._closed_error() from None
+        self._driver.notify()
+        return await self._pongs.wait(payload)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close and wait for the end of the closing handshake (or its timeout)."""
         if self.core.state is State.OPEN:
@@ -150,6 +167,7 @@ class ClientSession:
         finally:
             if self.closed_event is None:
                 self.closed_event = Closed(code=1006, reason="connection aborted")
+                self._pongs.fail_all(self._closed_error)
                 self._incoming_send.close()
                 self._closed.set()
             self._opened.set()
@@ -164,8 +182,11 @@ class ClientSession:
             self._opened.set()
         elif isinstance(event, Rejected):
             self._rejected = event
+        elif isinstance(event, Pong):
+            self._pongs.resolve(event)
         elif isinstance(event, Closed):
             self.closed_event = event
+            self._pongs.fail_all(self._closed_error)
             self._incoming_send.close()
             self._closed.set()
             self._opened.set()

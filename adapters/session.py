@@ -26,6 +26,7 @@ from ..core import (
     HandshakeRequest,
     HttpRequest,
     Opened,
+    Pong,
     PreparedMessage,
     ServerConnection,
     State,
@@ -34,6 +35,7 @@ from ..core import (
 from ..core.auth import Denial
 from ..core.server import HOST_REFUSED
 from ._driver import Driver
+from ._pings import PongWaiters
 from ._scheduler import Scheduler
 from ._socket_driver import SocketDriver
 from .handler import Accept, Handler, HttpResponse
@@ -59,6 +61,7 @@ class ServerSession:
         "_finished",
         "_handler",
         "_opened",
+        "_pongs",
         "closed_event",
         "core",
         "id",
@@ -83,6 +86,7 @@ class ServerSession:
         self._failed = False  # a hook raised: stop delivering messages
         self._done: anyio.Event | None = None  # created by the first wait_closed
         self._finished = False  # Closed dispatched and the transport is done
+        self._pongs: PongWaiters | None = None  # made by the first ping()
         self._driver: Driver | SocketDriver
         if isinstance(transport, socket.socket):
             if scheduler is None:
@@ -150,6 +154,18 @@ class ServerSession:
             return False
         self._driver.notify()
         return ok
+
+    async def ping(self, payload: bytes | None = None) -> float:
+        """Ping the client; the round-trip time in seconds once its pong came.
+
+        Raises ``ConnectionClosedError`` if the connection is or gets closed
+        before the pong (see ``Connection.send_ping`` for the payload's rules).
+        """
+        payload = self.core.send_ping(payload)
+        self._driver.notify()
+        if self._pongs is None:
+            self._pongs = PongWaiters()
+        return await self._pongs.wait(payload)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; ``wait_closed`` waits for its end."""
@@ -239,8 +255,13 @@ class ServerSession:
                 await self._handler.on_open(self)
             except Exception:
                 self._hook_failed("on_open")
+        elif isinstance(event, Pong):
+            if self._pongs is not None:
+                self._pongs.resolve(event)
         elif isinstance(event, Closed):
             self.closed_event = event
+            if self._pongs is not None:
+                self._pongs.fail_all(lambda: ConnectionClosedError("connection closed"))
             if self._opened:
                 try:
                     await self._handler.on_close(self, event)

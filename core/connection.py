@@ -21,7 +21,7 @@ from typing import ClassVar
 from .close_codes import truncate_reason, validate_close
 from .deflate import DeflateParams, compress_message
 from .errors import ConnectionClosedError, LocalProtocolError
-from .events import Closed, Event, Opened, Side
+from .events import Closed, Event, Opened, Pong, Side
 from .frame_reader import FrameReader
 from .frames import Opcode, PreparedMessage, encode_frame
 from .limits import Limits
@@ -29,10 +29,20 @@ from .ratelimit import TokenBucket
 from .state import TRANSITIONS as _TRANSITIONS
 from .state import State
 
-__all__ = ["Clock", "Connection", "RandomSource", "State", "validate_close"]
+__all__ = [
+    "MAX_PINGS_OUTSTANDING",
+    "Clock",
+    "Connection",
+    "RandomSource",
+    "State",
+    "validate_close",
+]
 
 Clock = Callable[[], float]
 RandomSource = Callable[[int], bytes]
+
+MAX_PINGS_OUTSTANDING = 16
+"""Application pings awaiting their pong (``Connection.send_ping``)."""
 
 
 class Connection(FrameReader):
@@ -59,6 +69,7 @@ class Connection(FrameReader):
         "_out_size",
         "_ping_bucket",
         "_ping_payload",
+        "_pings",
         "_pong_deadline",
         "_random",
         "_raw_idx",
@@ -91,6 +102,7 @@ class Connection(FrameReader):
         self._pong_deadline: float | None = None
         self._ping_payload = b""
         self._ping_bucket: TokenBucket | None = None  # the peer's ping budget, at its first ping
+        self._pings: dict[bytes, float] | None = None  # the application's, by payload: sent at
         self._close_deadline: float | None = None
         self.subprotocol: str | None = None
         self.bytes_received = 0
@@ -205,6 +217,33 @@ class Connection(FrameReader):
             raise LocalProtocolError("prepared messages are unmasked: server side only")
         self._check_can_send()
         return self._queue_message(message.frame(self._deflate))
+
+    def send_ping(self, payload: bytes | None = None) -> bytes:
+        """Send a ping to measure the round trip; returns its payload.
+
+        The matching pong comes out of ``events_received`` as a ``Pong`` with
+        the round-trip time. ``payload`` (at most 125 bytes, RFC 6455 §5.5)
+        defaults to 4 random bytes; it must differ from the payloads still
+        outstanding, of which there may be ``MAX_PINGS_OUTSTANDING``. A pong
+        also settles the pings sent before its own, which a peer may leave
+        unanswered (§5.5.3).
+        """
+        self._check_can_send()
+        if payload is None:
+            payload = self._random(4)
+        payload = bytes(payload)
+        if len(payload) > 125:
+            raise LocalProtocolError("a ping payload is at most 125 bytes")
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = {}
+        if payload in pings or payload == self._ping_payload:
+            raise LocalProtocolError("a ping with this payload is still outstanding")
+        if len(pings) >= MAX_PINGS_OUTSTANDING:
+            raise LocalProtocolError(f"{MAX_PINGS_OUTSTANDING} pings are already outstanding")
+        pings[payload] = self._clock()
+        self._queue_message(self._frame(Opcode.PING, payload))
+        return payload
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake. Does nothing if already closing or closed."""
@@ -364,11 +403,22 @@ class Connection(FrameReader):
             self._queue_message(self._frame(Opcode.PONG, payload))
 
     def _on_pong(self, payload: bytes) -> None:
-        """The answer to our keepalive ping: schedule the next one."""
+        """The answer to our keepalive ping (schedule the next one) or to one of
+        the application's (report its round trip)."""
         if self._pong_deadline is not None and payload == self._ping_payload:
             self._pong_deadline = None
             if self.limits.ping_interval is not None:
                 self._next_ping = self._clock() + self.limits.ping_interval
+            return
+        pings = self._pings
+        if pings and payload in pings:
+            for earlier in list(pings):  # oldest first: settled by this later pong
+                sent = pings.pop(earlier)
+                if earlier == payload:
+                    break
+            if not pings:
+                self._pings = None  # an idle connection keeps no empty dict
+            self._events.append(Pong(payload=payload, rtt=self._clock() - sent))
 
     def _on_close_frame(self, code: int, reason: str) -> None:
         self._close_transport = True

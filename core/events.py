@@ -12,6 +12,7 @@ __all__ = [
     "HandshakeRequest",
     "HttpRequest",
     "Opened",
+    "Pong",
     "Rejected",
     "Side",
     "TextMessage",
@@ -118,6 +119,19 @@ class BinaryMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Pong:
+    """The answer to a ping the application sent (``Connection.send_ping``).
+
+    ``rtt``: seconds from queueing the ping to receiving this pong, on the
+    connection's clock (so it includes the time the ping waited in the outbox).
+    Keepalive pings, which the connection sends by itself, report nothing.
+    """
+
+    payload: bytes
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Closed:
     """The connection is over; always the last event, reported exactly once.
 
@@ -135,4 +149,6 @@ class Closed:
     initiator: Side = field(default=Side.REMOTE)
 
 
-Event = HandshakeRequest | HttpRequest | Opened | Rejected | TextMessage | BinaryMessage | Closed
+Event = (
+    HandshakeRequest | HttpRequest | Opened | Rejected | TextMessage | BinaryMessage | Pong | Closed
+)
