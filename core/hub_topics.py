@@ -116,11 +116,13 @@ class Topics:
         if name is None:
             out.client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, "topic is required")
             return []
-        try:
-            since = subscribe_since(request.payload)
-        except BadRequest as exc:
-            out.client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, str(exc))
-            return []
+        since = None
+        if request.payload is not None:
+            try:
+                since = subscribe_since(request.payload)
+            except BadRequest as exc:
+                out.client_error(entry, request.id, ErrorCode.INVALID_ENVELOPE, str(exc))
+                return []
         info = entry.info
         events: list[HubEvent] = []
         state = self.topics.get(name)
@@ -138,22 +140,37 @@ class Topics:
             state = self.join(entry, name)
             joined = True
         assert state is not None
-        replay: list[bytes] = []
-        if request.id is not None or since is not None:
+        if since is not None:
+            self._recover(entry, state, since, request, joined=joined)
+        elif request.id is not None:
             result: dict[str, object] = {"topic": name, "seq": state.seq, "epoch": state.epoch}
-            if since is not None:
-                result["recovered"] = False
             if state.policy.presence:
                 result["present"] = [self._member(cid) for cid in state.subscribers]
-            if since is not None and recoverable(state, since):
-                replay = self._replay(entry, state, since, result, request, joined=joined)
-            if request.id is not None:
-                out.send(entry, out.prepare("reply", result, id=request.id, ok=True))
-            for data in replay:
-                out.send(entry, PreparedMessage(data, text=True))
+            out.send(entry, out.prepare("reply", result, id=request.id, ok=True))
         if joined:
             self.presence(state, entry, True, events)
         return events
+
+    def _recover(
+        self, entry: _Entry, state: Topic, since: Position, request: Request, *, joined: bool
+    ) -> None:
+        """The reply to a subscribe with ``since`` (if it has an id), then the replay."""
+        out = self._out
+        result: dict[str, object] = {
+            "topic": state.name,
+            "seq": state.seq,
+            "epoch": state.epoch,
+            "recovered": False,
+        }
+        if state.policy.presence:
+            result["present"] = [self._member(cid) for cid in state.subscribers]
+        replay: list[bytes] = []
+        if recoverable(state, since):
+            replay = self._replay(entry, state, since, result, request, joined=joined)
+        if request.id is not None:
+            out.send(entry, out.prepare("reply", result, id=request.id, ok=True))
+        for data in replay:
+            out.send(entry, PreparedMessage(data, text=True))
 
     def _replay(
         self,
