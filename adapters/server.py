@@ -237,7 +237,9 @@ class WebSocketServer:
                             ssl_context=self.ssl,
                             standard_compatible=False,
                         )
-                except (TimeoutError, anyio.BrokenResourceError, OSError) as exc:
+                except (TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
+                    # A stall, a reset, or a client that hung up (one that does
+                    # not trust our certificate): the client's doing, not ours.
                     logger.info("TLS handshake with %s failed: %r", remote, exc)
                     return
                 transport = stream

@@ -96,3 +96,26 @@ async def test_wss_rejects_bad_token_and_plain_http_client(
             async with connect(server.url, token=TOKEN, ssl=client_ctx) as ws:
                 assert json.loads(await ws.recv())["message_type"] == "welcome"
             server.shutdown()
+
+
+async def test_a_client_that_refuses_the_certificate_is_one_quiet_log_line(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that does not trust the server's certificate aborts the TLS
+    handshake: the server logs why at INFO, without a traceback, and serves on."""
+    server_ctx, client_ctx = contexts
+    server = hub(server_ctx)
+    distrustful = ssl.create_default_context()  # trusts no test CA
+    with anyio.fail_after(15), caplog.at_level("INFO", logger="wshub.server"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            with pytest.raises((ssl.SSLError, anyio.BrokenResourceError)):
+                await anyio.connect_tcp("127.0.0.1", server.port, ssl_context=distrustful)
+            while not any("TLS handshake" in r.getMessage() for r in caplog.records):
+                await anyio.sleep(0.01)
+            async with connect(server.url, token=TOKEN, ssl=client_ctx) as ws:
+                assert json.loads(await ws.recv())["message_type"] == "welcome"
+            server.shutdown()
+    failed = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in failed] == [("INFO", None)]
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
