@@ -158,7 +158,8 @@ class Supervisor(Recovery):
                         tasks.cancel_scope.cancel()
                         self._lost()
                 event = await ws.wait_closed()
-                return classify_close(event.code), event.code, event.reason, None, None
+                ending = classify_close(event.code)
+                return ending, event.code, event.reason, None, ConnectionClosed(event)
         except HandshakeRejected as exc:
             reason = exc.body.decode("utf-8", "replace").strip()[:200]
             retry_after = parse_retry_after(exc.headers)

@@ -56,7 +56,6 @@ def serve(args: argparse.Namespace) -> None:
     config = HubConfig(
         history_topic_bytes=keep * (args.size + 200),
         max_history_bytes=keep * (args.size + 200),
-        message_rate=None,
     )
     server = HubServer(AccessPolicy(tokens=StaticTokens([TOKEN])), port=0, config=config)
     server.configure_topic(TOPIC, history_size=keep, history_ttl=math.inf)

@@ -86,6 +86,33 @@ async def test_follows_topics_answers_requests_and_stops_after_count() -> None:
             assert await process.wait() == 0
 
 
+async def test_since_resumes_from_history_after_the_printed_position() -> None:
+    async with serving("--history", "100") as served:
+        assert served.token
+        async with HubClient(served.url, token=served.token) as client:
+            for n in range(1, 4):
+                await client.publish("a", n)  # nobody subscribed: kept by --history
+            kept = await client.history("a")
+        assert kept.epoch is not None
+        result = await run(
+            "connect",
+            served.url,
+            f"--token={served.token}",
+            "--since",
+            "a",
+            "1",
+            kept.epoch,
+            "--count",
+            "2",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        assert [(m["seq"], m["payload"], m["epoch"]) for m in lines] == [
+            (2, 2, kept.epoch),
+            (3, 3, kept.epoch),
+        ]
+
+
 async def test_a_position_the_server_cannot_resume_is_a_gap_line() -> None:
     async with serving() as served, following(served, "--since", "b", "5", "gone") as (_, out, _):
         gap = json.loads(await out.next())["gap"]
