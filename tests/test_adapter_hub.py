@@ -234,6 +234,39 @@ async def test_publisher_gets_its_own_copy_and_seq_keeps_counting(running: Any) 
             assert [(m["seq"], m["payload"]) for m in seen] == [(1, 1), (2, 2), (3, 3)]
 
 
+async def test_presence_join_and_leave(running: Any) -> None:
+    events: list[Any] = []
+    with anyio.fail_after(10):
+        async with running(on_event=events.append) as server:
+            server.configure_topic("room", presence=True)
+            async with client(server, ALICE) as a:
+                reply = await a.request("subscribe", 1, topic="room")
+                assert reply["payload"]["present"] == [{"conn_id": a.conn_id, "principal": "alice"}]
+                assert (await a.recv())["payload"]["conn_id"] == a.conn_id  # its own join
+                async with client(server, BOB) as b:
+                    reply = await b.request("subscribe", 1, topic="room")
+                    assert [m["principal"] for m in reply["payload"]["present"]] == ["alice", "bob"]
+                    joined = await a.recv()
+                    assert (joined["message_type"], joined["topic"]) == ("presence", "room")
+                    assert joined["payload"] == {
+                        "event": "join",
+                        "conn_id": b.conn_id,
+                        "principal": "bob",
+                    }
+                left = await a.recv()
+                assert left["payload"] == {
+                    "event": "leave",
+                    "conn_id": b.conn_id,
+                    "principal": "bob",
+                }
+    assert [(e.principal_id, e.joined) for e in events] == [
+        ("alice", True),
+        ("bob", True),
+        ("bob", False),
+        ("alice", False),
+    ]
+
+
 async def test_history_and_recovery_after_a_reconnect(running: Any) -> None:
     """A client that lost its connection subscribes with ``since`` and gets exactly
     what it missed (the envelopes as sent live), then live messages."""
