@@ -590,6 +590,76 @@ async def test_slow_consumer_is_closed_1013_others_get_everything(
             assert stats.outbox_high_water <= cap
 
 
+async def test_drop_topic_skips_for_a_reader_that_stalls_and_announces_every_gap(
+    raw_client: Any, running: Any
+) -> None:
+    """A ``drop`` topic: a subscriber that stops reading is skipped, not closed;
+    once it reads again every missing ``seq`` is announced by a ``dropped``
+    count before the next message it gets (never a silent gap)."""
+    cap = 128 * 1024
+    blob = "x" * (16 * 1024)
+    with anyio.fail_after(60):
+        async with running(limits=Limits(max_outbox_size=cap), slow_consumer_grace=0.2) as server:
+            server.configure_topic("ticks", slow_consumer="drop")
+            async with raw_client(server.port) as slow:
+                await slow.handshake(headers=(("Authorization", f"Bearer {BOB}"),))
+                request = {"message_type": "subscribe", "topic": "ticks", "id": 1}
+                await slow.send_frame(0x1, json.dumps(request).encode())
+                while True:  # the welcome, then the reply
+                    _, _, opcode, data = await slow.recv_frame()
+                    if opcode == 0x1 and json.loads(data)["message_type"] == "reply":
+                        break
+                # ... and it stops reading.
+                sent = 0
+                while server.stats().drops == 0:
+                    assert sent < 5000, "nothing was ever dropped"
+                    for _ in range(4):
+                        server.publish("ticks", {"i": sent, "blob": blob}, droppable=True)
+                        sent += 1
+                    await anyio.sleep(0.001)
+                assert server.stats().outbox_high_water <= cap
+                assert server.stats().slow_consumer_closes == 0
+                assert server.stats().connections == 1
+
+                events: list[tuple[str, int]] = []  # ("message", seq) or ("dropped", count)
+                seen_final = anyio.Event()
+
+                async def read() -> None:
+                    while True:
+                        _, _, opcode, data = await slow.recv_frame()
+                        assert opcode != 0x8, f"closed: {data!r}"
+                        if opcode != 0x1:
+                            continue  # a keepalive ping of the ASGI server
+                        envelope = json.loads(data)
+                        if envelope["message_type"] == "dropped":
+                            assert envelope["topic"] == "ticks"
+                            events.append(("dropped", envelope["payload"]["count"]))
+                        else:
+                            assert envelope["message_type"] == "message", envelope
+                            events.append(("message", envelope["seq"]))
+                            if envelope["payload"] == "final":
+                                seen_final.set()
+                                return
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read)
+                    while not seen_final.is_set():  # until one gets through with its notice
+                        server.publish("ticks", "final", droppable=True)
+                        with anyio.move_on_after(0.05):
+                            await seen_final.wait()
+            expected = 1
+            for kind, value in events:
+                if kind == "dropped":
+                    assert value >= 1
+                    expected += value
+                else:
+                    assert value == expected, events
+                    expected += 1
+            announced = sum(value for kind, value in events if kind == "dropped")
+            assert 1 <= announced <= server.stats().drops
+            assert server.stats().slow_consumer_closes == 0
+
+
 # -- admission -----------------------------------------------------------------
 
 
