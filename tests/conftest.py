@@ -1,18 +1,20 @@
 """Shared fixtures for the adapter tests: both anyio backends, a running server,
-and a raw-socket WebSocket client for speaking (and misbehaving) at byte level."""
+a raw-socket WebSocket client for speaking (and misbehaving) at byte level, and
+a private ``redis-server`` (``redis_server``; see ``redis_support.py``)."""
 
 from __future__ import annotations
 
 import base64
 import os
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import SocketStream
+from redis_support import RedisServer, redis_server_binary, skip_reason
 
 from wshub.adapters import Handler, WebSocketServer
 from wshub.core.frames import encode_frame
@@ -159,3 +161,44 @@ async def _running(handler: Handler, **kwargs: Any) -> AsyncIterator[WebSocketSe
 def running_server() -> Callable[..., AbstractAsyncContextManager[WebSocketServer]]:
     """``async with running_server(handler, **kwargs) as server:`` serves on port 0."""
     return _running
+
+
+# ---- Redis: a private server per test; skipped with its reason where there is none ----
+
+_REDIS_SKIPPED: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "redis: needs a redis-server binary on PATH (tests using the redis_server fixture"
+        " get it automatically); skipped without one, except under CI=true",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = skip_reason(redis_server_binary())
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
+        if reason is not None and item.get_closest_marker("redis") is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+            _REDIS_SKIPPED.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _REDIS_SKIPPED:
+        terminalreporter.write_line(
+            f"Redis tests not run: {len(_REDIS_SKIPPED)} (marker 'redis'):"
+            f" {skip_reason(None)}; under CI=true they run or fail",
+            yellow=True,
+            bold=True,
+        )
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private, empty ``redis-server`` on a free loopback port, stopped by its PID
+    after the test (``.url``, ``.port``, ``.restart()``, ``.kill()``, ``.command()``)."""
+    with RedisServer() as server:
+        yield server
