@@ -2,6 +2,8 @@
 
 Nothing in this package performs I/O or reads the clock: time and randomness
 are parameters, so every protocol decision can be tested deterministically.
+docs/core.md is the guide: driving a connection by hand, timers, limits,
+closing, pings, the hub, and an event loop of your own.
 """
 
 from .auth import AccessPolicy, Denial, Principal, StaticTokens, TokenRejection, Verifier
