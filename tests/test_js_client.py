@@ -64,3 +64,26 @@ def test_package_json_points_at_the_module_and_its_types() -> None:
     source = (STATIC / "wshub.js").read_text(encoding="utf-8")
     imports = [line for line in source.splitlines() if re.match(r"\s*import\b", line)]
     assert imports == [], "wshub.js imports nothing"
+
+
+TERSER = "terser@5.51.0"
+
+
+def test_the_readmes_size_figure_is_current_and_below_socket_io_client() -> None:
+    """The README's minified and gzipped size, measured with its own command
+    (terser, then ``gzip -9``), at its precision; and below socket.io-client's."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    claimed = re.search(r"\*\*([\d.]+) kB minified and gzipped\*\*", text)
+    theirs = re.search(r"`socket\.io\.min\.js` is [\d.]+ kB, ([\d.]+) kB gzipped", text)
+    assert claimed is not None, "the README's size sentence changed"
+    assert theirs is not None, "the README's socket.io-client sentence changed"
+    terser = npm_bin(TERSER, "terser")
+    gzip = require_binary("gzip")
+    command = [str(terser), str(STATIC / "wshub.js"), "--module", "--compress", "passes=2"]
+    minified = subprocess.run(
+        [*command, "--mangle"], capture_output=True, timeout=300, cwd=ROOT, check=True
+    ).stdout
+    size = len(subprocess.run([gzip, "-9"], input=minified, capture_output=True, check=True).stdout)
+    assert f"{size / 1000:.1f}" == claimed.group(1), f"measured {size} bytes: update the README"
+    assert size < float(theirs.group(1)) * 1000
