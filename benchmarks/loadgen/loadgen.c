@@ -10,7 +10,12 @@
  * Scenarios (first argument):
  *   echo        N connections each keep K messages in flight; round trips/s, latency
  *   fanout      connection 0 publishes, N subscribers receive; window W of messages
- *               outstanding; deliveries/s, delivery latency
+ *               outstanding; deliveries/s, delivery latency. With --sub-port P
+ *               (repeatable) the subscribers are spread over those ports (other
+ *               nodes of a cluster) while the publisher stays on --port; with
+ *               --socketio they all speak Socket.IO 5 / Engine.IO 4 over
+ *               WebSocket instead of wshub's envelopes (see on_sio_frame);
+ *               --max-rate R: at most R publications per second
  *   hold        open N connections (ramp of C pending), report, wait, verify each
  *               alive with a ping/pong; used for idle memory and max connections
  *   handshakes  C concurrent loops of connect, upgrade, 101, close, close echo, EOF
@@ -81,7 +86,10 @@ static int g_port;
 static int g_conns = 100;
 static double g_duration = 5, g_warmup = 1, g_timeout = 10, g_ramp_timeout = 120;
 static int g_inflight = 1, g_size = 64, g_window = 8, g_concurrency = 100, g_hosts = 1;
-static int g_subproto, g_hub, g_hold_stdin, g_busy_poll;
+static int g_subproto, g_hub, g_hold_stdin, g_busy_poll, g_socketio;
+#define MAX_PORTS 17
+static int g_ports[MAX_PORTS]; /* [0]: --port; then --sub-port values */
+static int g_nports = 1;
 static char **g_tokens;
 static int g_ntokens;
 static int g_test_fnv;
@@ -90,7 +98,7 @@ static int g_test_fnv;
 static int g_ep;
 static conn *g_c;
 static int g_nc;               /* slots in g_c */
-static char **g_req;           /* upgrade request per token */
+static char **g_req;           /* upgrade request per token and port */
 static size_t *g_req_len;
 static uint8_t *g_echo_frame;
 static size_t g_echo_len;
@@ -110,6 +118,8 @@ static uint64_t g_next_seq = 1, g_done_seq = 1; /* seqs < g_done_seq reached eve
 static uint64_t g_deliveries_measured, g_deliveries_total, g_publish_errors;
 static uint64_t g_subscribers_ready;
 static uint64_t g_last_progress;
+static uint64_t g_pub_interval, g_last_pub; /* ns: --max-rate paces the publisher */
+static double g_max_rate;
 /* hold */
 static uint64_t g_alive, g_pings_sent;
 
@@ -273,6 +283,13 @@ static int parse_status(const char *head) {
 static void on_open(conn *c);
 static void on_frame(conn *c);
 
+/* Index in g_ports of connection `idx`: fan-out subscribers round-robin over
+ * the --sub-port values when there are any; everything else on --port. */
+static int port_index(int idx) {
+    if (g_sc != SC_FANOUT || g_nports == 1 || idx == 0) return 0;
+    return 1 + (idx - 1) % (g_nports - 1);
+}
+
 /* Feed server bytes to the streaming frame parser of `c`. */
 static void feed(conn *c, const uint8_t *p, size_t n) {
     while (n > 0 && (c->state == C_OPEN || c->state == C_CLOSING)) {
@@ -407,9 +424,10 @@ static void on_connected(conn *c) {
     c->state = C_UPGRADING;
     c->head = xmalloc(HEAD_MAX);
     c->head_len = 0;
-    int t = (int)(c - g_c) % g_ntokens;
+    int idx = (int)(c - g_c);
+    int r = (idx % g_ntokens) * g_nports + port_index(idx);
     set_out(c, 0);
-    conn_send(c, g_req[t], g_req_len[t]);
+    conn_send(c, g_req[r], g_req_len[r]);
 }
 
 static void start_conn(conn *c, int idx) {
@@ -432,7 +450,8 @@ static void start_conn(conn *c, int idx) {
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind to a source address");
     }
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+    struct sockaddr_in dst = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)g_ports[port_index(idx)])};
     inet_pton(AF_INET, g_host, &dst.sin_addr);
     c->fd = fd;
     c->state = C_CONNECTING;
@@ -454,6 +473,8 @@ static int g_parse_test;
 static uint64_t g_started;     /* connection slots started (ramp) */
 static int g_nsubs;            /* fan-out: subscribers that confirmed */
 static char g_pub_prefix[] = "{\"message_type\":\"publish\",\"topic\":\"bench\",\"payload\":\"~s";
+static char g_sio_pub_prefix[] = "42[\"publish\",{\"topic\":\"bench\",\"payload\":\"~s";
+static const char SIO_SUBSCRIBE[] = "420[\"subscribe\",\"bench\"]";
 static const char SUBSCRIBE[] =
     "{\"message_type\":\"subscribe\",\"payload\":null,\"timestamp\":0,\"id\":1,\"topic\":\"bench\"}";
 
@@ -469,11 +490,13 @@ static void publish_one(uint64_t t) {
     conn *pub = &g_c[0];
     if (pub->state != C_OPEN) return;
     uint8_t payload[4096], frame[4200];
-    int n = snprintf((char *)payload, sizeof payload, "%s%012" PRIu64 "~", g_pub_prefix, g_next_seq);
-    int body = (int)sizeof g_pub_prefix - 1; /* the payload string starts here */
+    const char *prefix = g_socketio ? g_sio_pub_prefix : g_pub_prefix;
+    int n = snprintf((char *)payload, sizeof payload, "%s%012" PRIu64 "~", prefix, g_next_seq);
+    int body = (int)strlen(prefix); /* the payload string starts here */
     while (n - body < g_size && n < (int)sizeof payload - 4) payload[n++] = 'x';
     payload[n++] = '"';
     payload[n++] = '}';
+    if (g_socketio) payload[n++] = ']';
     size_t len = build_frame(frame, 0x1, payload, (size_t)n);
     g_sent_at[g_next_seq % RING] = t;
     g_delivered[g_next_seq % RING] = 0;
@@ -483,11 +506,19 @@ static void publish_one(uint64_t t) {
 
 static void pump_publisher(uint64_t t) {
     if (!g_running) return;
-    while (g_next_seq - g_done_seq < (uint64_t)g_window) publish_one(t);
+    while (g_next_seq - g_done_seq < (uint64_t)g_window) {
+        if (g_pub_interval) {
+            if (g_last_pub && t < g_last_pub + g_pub_interval) return;
+            g_last_pub = t;
+        }
+        publish_one(t);
+    }
 }
 
 static void on_open(conn *c) {
-    if (g_sc == SC_FANOUT && c != g_c && g_hub) {
+    if (g_socketio) {
+        return; /* Engine.IO speaks first (its open packet): see on_sio_frame */
+    } else if (g_sc == SC_FANOUT && c != g_c && g_hub) {
         uint8_t frame[256];
         size_t len = build_frame(frame, 0x1, (const uint8_t *)SUBSCRIBE, sizeof SUBSCRIBE - 1);
         conn_send(c, frame, len);
@@ -500,6 +531,62 @@ static void on_open(conn *c) {
 
 static int contains(const conn *c, const char *needle) {
     return memmem(c->cap, c->cap_len, needle, strlen(needle)) != NULL;
+}
+
+static int starts_with(const conn *c, const char *prefix) {
+    size_t n = strlen(prefix);
+    return c->cap_len >= n && memcmp(c->cap, prefix, n) == 0;
+}
+
+static void send_text(conn *c, const char *text) {
+    uint8_t frame[512];
+    size_t len = build_frame(frame, 0x1, (const uint8_t *)text, strlen(text));
+    conn_send(c, frame, len);
+}
+
+/* The Socket.IO side of a text frame; 1 when it was protocol, not a delivery.
+ * Engine.IO 4 packets: "0{...}" open (we answer with the namespace connect
+ * "40{auth}"), "2" ping (answered "3"); Socket.IO 5 packets inside: "40{sid}"
+ * namespace connected (a subscriber then sends 420["subscribe","bench"], whose
+ * acknowledgement is "430[true]"), "44{...}" connect refused, "42[...]" events. */
+static int on_sio_frame(conn *c) {
+    if (c->cap_len == 1 && c->cap[0] == '2') {
+        send_text(c, "3");
+        return 1;
+    }
+    if (starts_with(c, "0{")) {
+        char auth[300];
+        snprintf(auth, sizeof auth, "40{\"token\":\"%s\"}", g_tokens[(c - g_c) % g_ntokens]);
+        send_text(c, auth);
+        return 1;
+    }
+    if (starts_with(c, "44")) {
+        g_publish_errors++;
+        return 1;
+    }
+    if (starts_with(c, "40")) {
+        if (c == g_c) {
+            c->subscribed = 1; /* the publisher: ready once its namespace is connected */
+        } else {
+            send_text(c, SIO_SUBSCRIBE);
+        }
+        return 1;
+    }
+    if (starts_with(c, "43")) {
+        if (c != g_c && !c->subscribed && starts_with(c, "430[true]")) {
+            c->subscribed = 1;
+            g_subscribers_ready++;
+        } else {
+            g_publish_errors++;
+        }
+        return 1;
+    }
+    return !starts_with(c, "42");
+}
+
+/* The publisher may send: its upgrade is done (and, with Socket.IO, its namespace). */
+static int publisher_ready(void) {
+    return g_c[0].state == C_OPEN && (!g_socketio || g_c[0].subscribed);
 }
 
 static void on_frame(conn *c) {
@@ -545,12 +632,14 @@ static void on_frame(conn *c) {
         }
         if (g_running) echo_send(c, t);
     } else if (g_sc == SC_FANOUT) {
+        if (g_socketio && c->opcode == 0x1 && on_sio_frame(c)) return;
         if (c == g_c) {
+            if (g_socketio) return;
             if (contains(c, "\"message_type\":\"error\"") || contains(c, "\"ok\":false"))
                 g_publish_errors++;
             return;
         }
-        if (!c->subscribed && contains(c, "\"message_type\":\"reply\"")) {
+        if (!g_socketio && !c->subscribed && contains(c, "\"message_type\":\"reply\"")) {
             if (contains(c, "\"ok\":true")) {
                 c->subscribed = 1;
                 g_subscribers_ready++;
@@ -675,7 +764,7 @@ static int run(void) {
             ramp(target);
             int settled = g_started == target && g_pending == 0;
             if (g_sc == SC_FANOUT && settled && g_publish_errors == 0 &&
-                g_subscribers_ready + (g_c[0].state == C_OPEN) < g_opened)
+                g_subscribers_ready + (uint64_t)publisher_ready() < g_opened)
                 settled = 0; /* wait for the subscribe replies */
             if (!settled && t < start + (uint64_t)(g_ramp_timeout * 1e9)) continue;
             ramp_s = (double)(t - start) / 1e9;
@@ -704,13 +793,14 @@ static int run(void) {
                         for (int k = 0; k < g_inflight; k++) echo_send(&g_c[i], t);
             } else if (g_sc == SC_FANOUT) {
                 g_nsubs = (int)g_subscribers_ready;
-                if (g_c[0].state != C_OPEN || g_nsubs == 0) break;
+                if (!publisher_ready() || g_nsubs == 0) break;
                 pump_publisher(t);
             }
             phase = RUN;
         } else if (phase == RUN) {
             if (g_cpu0 < 0 && t >= g_meas_start) g_cpu0 = cpu_seconds();
             if (g_sc == SC_FANOUT && t > g_last_progress + 5000000000ull) break; /* stalled */
+            if (g_sc == SC_FANOUT && g_pub_interval) pump_publisher(t);
             if (t >= g_meas_end) break;
         } else if (phase == HOLD_WAIT) {
             if (g_hold_stdin ? stdin_seen : t >= hold_until) {
@@ -809,7 +899,7 @@ static void usage(void) {
             "usage: loadgen echo|fanout|hold|handshakes --port P [--host H] [--conns N]\n"
             "  [--duration S] [--warmup S] [--timeout S] [--ramp-timeout S] [--inflight K] [--size B]\n"
             "  [--window W] [--concurrency C] [--hosts H] [--token T]... [--subprotocol]\n"
-            "  [--hub] [--hold-stdin] [--busy-poll]\n"
+            "  [--hub] [--hold-stdin] [--busy-poll] [--sub-port P]... [--socketio] [--max-rate R]\n"
             "       loadgen parse-test [CHUNK...] < frames\n");
     exit(2);
 }
@@ -839,18 +929,28 @@ int main(int argc, char **argv) {
         else if (OPT("--window")) g_window = atoi(v);
         else if (OPT("--concurrency")) g_concurrency = atoi(v);
         else if (OPT("--hosts")) g_hosts = atoi(v);
+        else if (OPT("--max-rate")) g_max_rate = atof(v);
         else if (OPT("--token")) g_tokens[g_ntokens++] = (char *)v;
+        else if (OPT("--sub-port")) {
+            if (g_nports == MAX_PORTS) usage();
+            g_ports[g_nports++] = atoi(v);
+        }
         else if (strcmp(a, "--subprotocol") == 0) g_subproto = 1;
         else if (strcmp(a, "--hub") == 0) g_hub = 1;
         else if (strcmp(a, "--hold-stdin") == 0) g_hold_stdin = 1;
         else if (strcmp(a, "--busy-poll") == 0) g_busy_poll = 1;
+        else if (strcmp(a, "--socketio") == 0) g_socketio = 1;
         else usage();
 #undef OPT
     }
     if (g_port <= 0 || g_conns <= 0 || g_inflight <= 0 || g_window <= 0 ||
         g_window >= RING / 2 || g_size < 0 || g_size > 4000 || g_hosts < 1 || g_hosts > 250 ||
-        g_concurrency <= 0)
+        g_concurrency <= 0 || (g_socketio && g_sc != SC_FANOUT) || !(g_max_rate >= 0))
         usage();
+    if (g_max_rate > 0) g_pub_interval = (uint64_t)(1e9 / g_max_rate);
+    g_ports[0] = g_port;
+    for (int i = 1; i < g_nports; i++)
+        if (g_ports[i] <= 0) usage();
 
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -868,24 +968,32 @@ int main(int argc, char **argv) {
         sigaction(SIGPIPE, &sa, NULL);
     }
 
-    /* one upgrade request per token, built once */
+    /* one upgrade request per token and port, built once (Socket.IO sends the
+     * token in its namespace connect instead of a header) */
     int ntok = g_ntokens ? g_ntokens : 1;
-    g_req = xmalloc(sizeof(char *) * (size_t)ntok);
-    g_req_len = xmalloc(sizeof(size_t) * (size_t)ntok);
+    const char *path = g_socketio ? "/socket.io/?EIO=4&transport=websocket" : "/";
+    g_req = xmalloc(sizeof(char *) * (size_t)(ntok * g_nports));
+    g_req_len = xmalloc(sizeof(size_t) * (size_t)(ntok * g_nports));
     for (int t = 0; t < ntok; t++) {
-        char *r = xmalloc(2048);
-        int n = snprintf(r, 2048,
-                         "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                         "Sec-WebSocket-Version: 13\r\n",
-                         g_host, g_port);
-        if (g_ntokens) n += snprintf(r + n, 2048 - (size_t)n, "Authorization: Bearer %s\r\n", g_tokens[t]);
-        if (g_subproto) n += snprintf(r + n, 2048 - (size_t)n, "Sec-WebSocket-Protocol: wshub.v1\r\n");
-        n += snprintf(r + n, 2048 - (size_t)n, "\r\n");
-        g_req[t] = r;
-        g_req_len[t] = (size_t)n;
+        for (int p = 0; p < g_nports; p++) {
+            char *r = xmalloc(2048);
+            int n = snprintf(r, 2048,
+                             "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             "Sec-WebSocket-Version: 13\r\n",
+                             path, g_host, g_ports[p]);
+            if (g_ntokens && !g_socketio)
+                n += snprintf(r + n, 2048 - (size_t)n, "Authorization: Bearer %s\r\n", g_tokens[t]);
+            if (g_subproto) n += snprintf(r + n, 2048 - (size_t)n, "Sec-WebSocket-Protocol: wshub.v1\r\n");
+            n += snprintf(r + n, 2048 - (size_t)n, "\r\n");
+            g_req[t * g_nports + p] = r;
+            g_req_len[t * g_nports + p] = (size_t)n;
+        }
     }
-    if (!g_ntokens) g_ntokens = 1;
+    if (!g_ntokens) {
+        g_tokens[0] = "";
+        g_ntokens = 1;
+    }
 
     uint8_t *msg = xmalloc((size_t)g_size + 1);
     for (int i = 0; i < g_size; i++) msg[i] = (uint8_t)('a' + i % 26);
