@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 SERVERS = ("wshub", "websockets", "floor")
 #: Servers run only when asked for (``--server``): wshub's hub under uvicorn.
 EXTRA_SERVERS = ("wshub-uvicorn",)
+#: Servers of ``crossnode.py`` only (Socket.IO, not wshub's protocol: run.py's
+#: scenarios cannot drive it): one python-socketio node with AsyncRedisManager.
+SOCKETIO_SERVER = "socketio-redis"
 _LISTENING = re.compile(r"listening on ws://([^:\s]+):(\d+)")
 
 
@@ -75,6 +78,8 @@ def server_command(
         command = [sys.executable, str(HERE / "servers" / "floor.py"), "--port", "0"]
     elif name == "wshub-uvicorn":
         command = [sys.executable, str(HERE / "servers" / "wshub_uvicorn.py"), "--port", "0"]
+    elif name == SOCKETIO_SERVER:
+        command = [sys.executable, str(HERE / "servers" / "socketio_redis.py"), "--port", "0"]
     else:
         raise ValueError(f"unknown server {name!r}")
     for token in tokens:
@@ -84,6 +89,12 @@ def server_command(
     if ping_interval is not None and name != "floor":
         command += ["--ping-interval", str(ping_interval)]
     return command
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def read_line(stream: IO[str], deadline: float) -> str:
@@ -106,9 +117,12 @@ class Server:
         pinning: Pinning,
         wshub_src: Path,
         ping_interval: float | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        """``extra_args`` go at the end of the server's command line (e.g. ``--redis URL``)."""
         self.name = name
         command = server_command(name, echo=echo, tokens=tokens, ping_interval=ping_interval)
+        command += extra_args
         self.command = pinning.wrap(command, pinning.server)
         env = dict(os.environ)
         if name.startswith("wshub"):
@@ -186,8 +200,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 15) -> str:
         if self.log.closed:
