@@ -55,6 +55,10 @@ class Front:
     #: Seconds the server keeps a transport whose peer never answers our close
     #: frame (a fixed close timeout); 0 when it drops it as the app returns.
     holds_closed_transport: float = 0.0
+    #: Whether a protocol error of the client (invalid UTF-8 in a text frame,
+    #: an unmasked frame) gets its close frame (1007, 1002); the servers built
+    #: on wsproto drop the TCP connection without one.
+    closes_protocol_errors: bool = True
 
     @property
     def native(self) -> bool:
@@ -70,9 +74,11 @@ FRONTS = (
     Front("native", "trio"),
     Front("uvicorn", "asyncio", "websockets"),
     Front("uvicorn", "asyncio", "websockets-sansio", holds_closed_transport=10.0),
-    Front("uvicorn", "asyncio", "wsproto", holds_closed_transport=10.0),
-    Front("hypercorn", "asyncio"),
-    Front("hypercorn", "trio"),
+    Front(
+        "uvicorn", "asyncio", "wsproto", holds_closed_transport=10.0, closes_protocol_errors=False
+    ),
+    Front("hypercorn", "asyncio", closes_protocol_errors=False),
+    Front("hypercorn", "trio", closes_protocol_errors=False),
 )
 ASGI_FRONTS = tuple(f for f in FRONTS if not f.native)
 

@@ -28,6 +28,7 @@ from wshub.adapters import (
 )
 from wshub.core import Closed, Limits
 from wshub.core.auth import SUBPROTOCOL, AccessPolicy, Principal, StaticTokens
+from wshub.core.frames import encode_frame
 from wshub.core.hub_config import HubConfig
 from wshub.core.registry import ConnectionInfo
 
@@ -503,6 +504,35 @@ async def test_malformed_envelopes_get_error_codes_then_1008(running: Any) -> No
             # other connections are not affected
             await b.marker(server, "unaffected")
             assert server.stats().policy_closes == 1
+
+
+async def test_invalid_utf8_and_unmasked_frames_end_the_connection_alone(
+    raw_client: Any, running: Any
+) -> None:
+    """Frames the hub never sees: invalid UTF-8 in a text frame and an unmasked
+    client frame end that connection, with 1007 and 1002 where the parser
+    sends a close frame (our core, uvicorn's websockets implementations), and
+    without one behind the servers built on wsproto (README's table); the
+    other connections go on."""
+    auth = (("Authorization", f"Bearer {BOB}"),)
+    bad = (
+        (1007, encode_frame(0x1, b'"\xff"', mask=b"abcd")),
+        (1002, encode_frame(0x1, b'"x"')),  # no mask
+    )
+    with anyio.fail_after(30):
+        async with running() as server, client(server, ALICE) as a:
+            for code, frame in bad:
+                async with raw_client(server.port) as raw:
+                    await raw.handshake(headers=auth)
+                    await raw.send(frame)
+                    if server.front.closes_protocol_errors:
+                        assert (await raw.recv_close())[0] == code
+                    else:
+                        with pytest.raises(EOFError):
+                            await raw.recv_close()
+                await a.marker(server, f"after {code}")
+            while server.stats().connections != 1:
+                await anyio.sleep(0.01)
 
 
 async def test_binary_without_handler_closes_1003(running: Any) -> None:
