@@ -26,6 +26,7 @@ sessions concerned. Call them from the event loop; from other threads use
 from __future__ import annotations
 
 import logging
+import os
 import ssl as _ssl
 from collections.abc import Awaitable, Iterable
 from typing import Literal
@@ -45,6 +46,7 @@ from .hub_commands import log_conn
 from .hub_gate import CLOSE_CODES, AwaitingAuth, RefusalMode, Refused, TokenVerifier
 from .hub_operations import HubOperations
 from .hub_runtime import ConnectListener, DisconnectListener, EventListener, HubRuntime
+from .recording import Recorder
 from .server import WebSocketServer
 from .session import ServerSession
 from .static_files import StaticFiles
@@ -224,6 +226,7 @@ class HubServer(HubOperations):
         auth_message: bool = False,
         refusal: RefusalMode = "http",
         allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
+        record: str | os.PathLike[str] | Recorder | None = None,
     ) -> None:
         self.handler = HubHandler(
             auth,
@@ -249,6 +252,7 @@ class HubServer(HubOperations):
             compression=compression,
             shutdown_timeout=shutdown_timeout,
             allowed_hosts=allowed_hosts,
+            record=record,
         )
         self.command = self.handler.command
         self.add_command = self.handler.add_command

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl as _ssl
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ from ..core.hosts import is_loopback, loopback_hosts, normalize_hosts
 from ._clock import current_time
 from ._scheduler import Scheduler
 from .handler import Handler
+from .recording import Recorder, RecordingServerConnection
 from .session import ServerSession
 
 __all__ = ["WebSocketServer", "serve"]
@@ -76,6 +78,10 @@ class WebSocketServer:
     not allowed", against DNS rebinding). "auto" (default): bound to a
     loopback address, ``localhost``, ``127.0.0.1`` and ``[::1]`` with the
     bound port; bound elsewhere, any Host. None: any Host.
+
+    ``record``: a directory (or a ``Recorder``) where every connection's
+    inputs and outputs are recorded for ``wshub replay`` (see
+    ``adapters.recording``; tokens redacted). Off by default.
     """
 
     def __init__(
@@ -89,8 +95,11 @@ class WebSocketServer:
         compression: bool = False,
         shutdown_timeout: float = 5.0,
         allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
+        record: str | os.PathLike[str] | Recorder | None = None,
     ) -> None:
         self.handler = handler
+        self.recorder = record if isinstance(record, Recorder) or record is None else None
+        self._record_dir = None if isinstance(record, Recorder) else record
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -126,6 +135,11 @@ class WebSocketServer:
     ) -> None:
         """Listen, report started (with this server), serve until shutdown or cancellation."""
         multi = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        own_recorder = self.recorder is None and self._record_dir is not None
+        if own_recorder:
+            assert self._record_dir is not None
+            self.recorder = Recorder(self._record_dir)
+            logger.info("recording connections to %s", self.recorder.path)
         listeners = multi.listeners
         address = listeners[0].extra(SocketAttribute.local_address)
         self.host, self.port = str(address[0]), int(address[1])
@@ -158,6 +172,9 @@ class WebSocketServer:
                 finally:
                     service.cancel_scope.cancel()
         finally:
+            if own_recorder and self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
             logger.info("stopped serving %s", self.url)
 
     def _starter(
@@ -225,6 +242,7 @@ class WebSocketServer:
         self, sock: socket.socket, remote: Remote, slot: _Slot, scheduler: Scheduler
     ) -> None:
         stream: ByteStream | None = None
+        recording: RecordingServerConnection | None = None
         try:
             transport: ByteStream | socket.socket = sock
             if self.ssl is not None:
@@ -243,12 +261,22 @@ class WebSocketServer:
                     logger.info("TLS handshake with %s failed: %r", remote, exc)
                     return
                 transport = stream
-            core = ServerConnection(
-                limits=self.limits,
-                compression=self.compression,
-                clock=current_time,
-                allowed_hosts=self.allowed_hosts,
-            )
+            recorder = self.recorder
+            if recorder is None:
+                core = ServerConnection(
+                    limits=self.limits,
+                    compression=self.compression,
+                    clock=current_time,
+                    allowed_hosts=self.allowed_hosts,
+                )
+            else:
+                core = recording = recorder.server_connection(
+                    limits=self.limits,
+                    compression=self.compression,
+                    clock=current_time,
+                    allowed_hosts=self.allowed_hosts,
+                    remote=remote,
+                )
             session = ServerSession(
                 core, transport, self.handler, remote=remote, scheduler=scheduler
             )
@@ -262,6 +290,8 @@ class WebSocketServer:
             if stream is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.aclose_forcefully(stream)
+            if recording is not None:
+                recording.recorder.finish(recording.number)
             self._forget(slot, sock)
 
     def _forget(self, slot: _Slot, sock: socket.socket) -> None:
@@ -300,6 +330,7 @@ async def serve(
     compression: bool = False,
     shutdown_timeout: float = 5.0,
     allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
+    record: str | os.PathLike[str] | Recorder | None = None,
     task_status: TaskStatus[WebSocketServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Build a ``WebSocketServer`` and serve until cancelled or shut down."""
@@ -312,5 +343,6 @@ async def serve(
         compression=compression,
         shutdown_timeout=shutdown_timeout,
         allowed_hosts=allowed_hosts,
+        record=record,
     )
     await server.serve(task_status=task_status)

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from . import connect, publish, serve, token
+from . import connect, publish, replay, serve, token
 from ._common import ExitCode
 from ._serve_setup import GC_GEN0_THRESHOLD, allowed_hosts, raise_descriptor_limit, tune_gc
 
@@ -30,10 +30,11 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "connect": connect.run,
     "publish": publish.run,
     "token": token.run,
+    "replay": replay.run,
 }
 
 _DESCRIPTION = """\
-Run a WebSocket hub or an echo server, talk to one, make tokens.
+Run a WebSocket hub or an echo server, talk to one, make tokens, replay recordings.
 
 'wshub serve' is secure by default: without --token/--token-file (or
 --signing-key-file) it generates a 128-bit token and prints it
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_parser(sub)
     publish.add_parser(sub)
     token.add_parser(sub)
+    replay.add_parser(sub)
     return parser
 
 

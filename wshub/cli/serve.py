@@ -164,6 +164,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="hub: how long each kept message stays, with --history (default 300)",
     )
+    serve.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="record every connection's inputs and outputs to a file in DIR, for "
+        "'wshub replay' (tokens redacted; for investigations: costs a line per call)",
+    )
     serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
@@ -200,6 +207,7 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
         metrics=args.metrics,
         auth_message=args.auth_message,
         refusal=args.refusal,
+        record=args.record,
         **host_options(args),
     )
 
@@ -248,6 +256,7 @@ async def _serve(args: argparse.Namespace) -> None:
             ssl=server_ssl(args),
             limits=limits,
             compression=args.compression,
+            record=args.record,
             **host_options(args),
         )
     else:
@@ -256,6 +265,9 @@ async def _serve(args: argparse.Namespace) -> None:
         await tg.start(server.serve)
         tune_gc()
         say(f"listening on {server.url}")
+        if args.record is not None:
+            recorder = server.recorder if args.echo else server.server.recorder
+            say(f"recording connections to {recorder.path}")
         if args.demo:
             _announce_demo(args, server, policy)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
