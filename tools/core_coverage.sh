@@ -11,10 +11,14 @@
 #
 #   bash tools/core_coverage.sh            # report, lines and branches missed
 #   bash tools/core_coverage.sh 100        # and fail below 100 %
+#
+# Each line is tagged with the tests that ran it (tools/test_contexts.py): the
+# mutation tester reads that (tools/mutate_core.py --coverage-data .coverage).
+# Hypothesis runs with a fixed seed, so the figure does not depend on luck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m coverage erase
-python -m coverage run --branch --source=wshub.core -m pytest -q -p no:cacheprovider \
+python -m coverage run --branch --source=wshub.core -m pytest -q -p no:cacheprovider -p tools.test_contexts --hypothesis-seed=0 \
     tests/test_core_*.py tests/test_hub_*.py tests/test_auth*.py tests/test_tokens.py \
     tests/test_envelope.py tests/test_redaction.py
 python -m coverage report --show-missing --skip-covered ${1:+--fail-under="$1"}
