@@ -7,9 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import FakeClock, upgrade_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_core_client import client, switching
 
-from wshub.core import Limits, Opened, TextMessage
+from wshub.core import Limits, Opened, ServerConnection, State, TextMessage
 from wshub.core.auth import Principal
 from wshub.core.frames import encode_frame
 
@@ -53,3 +56,59 @@ def test_prepared_messages_frame_as_their_kind() -> None:
     assert text.opcode is Opcode.TEXT
     assert text.frame() == encode_frame(0x1, "é".encode())
     assert text.frame(DeflateParams())[0] == 0x80 | 0x40 | 0x1
+
+
+outbox_ops = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["text", "binary"]), st.integers(0, 700)),
+        st.tuples(st.just("drain"), st.just(0)),
+        st.tuples(st.just("close"), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=outbox_ops, drain_handshake=st.booleans())
+def test_outbox_accounting_holds_through_overflow_and_close(
+    ops: list[tuple[str, int]], drain_handshake: bool
+) -> None:
+    """At every moment ``bytes_queued`` (every byte queued for the peer: the
+    handshake response, messages, close frames) equals what ``data_to_send``
+    handed over, plus the messages a 1013 dropped, plus ``outbox_size`` (the
+    bytes ``data_to_send`` returns next). The cap counts messages only: a
+    message is refused when the messages queued plus it exceed
+    ``max_outbox_size``, unless no message is queued."""
+    cap = 1000
+    conn = ServerConnection(limits=Limits(max_outbox_size=cap), clock=FakeClock())
+    conn.receive_data(upgrade_request())
+    conn.events_received()
+    conn.accept(None)
+    handed = dropped = messages = 0
+    if drain_handshake:
+        handed += len(conn.data_to_send())
+    assert conn.bytes_queued == handed + conn.outbox_size > 0
+    for op, size in ops:
+        if op == "drain":
+            expected = conn.outbox_size
+            data = conn.data_to_send()
+            assert len(data) == expected
+            handed += len(data)
+            messages = 0
+        elif op == "close":
+            if conn.state is State.OPEN:
+                conn.close(1000)
+        elif conn.state is State.OPEN:
+            frame = len(encode_frame(0x1 if op == "text" else 0x2, b"x" * size))
+            sent = conn.send_text("x" * size) if op == "text" else conn.send_binary(b"x" * size)
+            assert sent == (not messages or messages + frame <= cap)
+            if sent:
+                messages += frame
+            else:  # closed 1013: the queued messages are gone, the close frame queued
+                assert conn.state is State.CLOSED
+                dropped += messages
+                messages = 0
+        assert conn.bytes_queued == handed + dropped + conn.outbox_size
+    handed += len(conn.data_to_send())
+    assert conn.outbox_size == 0
+    assert conn.bytes_queued == handed + dropped

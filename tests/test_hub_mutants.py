@@ -1,0 +1,154 @@
+"""Hub behaviours that surviving mutants showed no test stated
+(tools/mutate_core.py finds them; issue 15 lists the first ones). Each test
+says what the hub must do, not how it does it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hub_helpers import HubHarness
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_hub_auth import waiting
+
+from wshub.core.hub_config import HubConfig
+from wshub.core.hub_events import BinaryReceived, PresenceChanged
+
+# -- what the application sends is checked before anything is delivered --------------
+
+bad_message_types = st.one_of(
+    st.just(""), st.none(), st.integers(), st.binary(max_size=4), st.lists(st.text(), max_size=1)
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(message_type=bad_message_types)
+def test_every_server_side_send_refuses_a_message_type_that_is_not_a_name(
+    message_type: Any,
+) -> None:
+    """publish, broadcast, send_to and send_to_principal raise ValueError for a
+    message type that is not a non-empty string, and deliver nothing: a
+    client could not route such an envelope (docs/protocol.md)."""
+    h = HubHarness()
+    peer = h.connect("alice")
+    h.send(peer, {"message_type": "subscribe", "topic": "news"})
+    peer.receive()
+    sends = [
+        lambda: h.hub.publish("news", 1, message_type=message_type),
+        lambda: h.hub.broadcast(message_type, 1),
+        lambda: h.hub.send_to(peer.conn_id, message_type, 1),
+        lambda: h.hub.send_to_principal("alice", message_type, 1),
+    ]
+    for send in sends:
+        with pytest.raises(ValueError, match="message_type"):
+            send()
+    assert peer.receive() == []
+    assert h.hub.topic_seq("news") == 0  # the refused publish used no number
+    h.hub.publish("news", 1, message_type="update")
+    [update] = peer.receive()
+    assert (update["message_type"], update["seq"]) == ("update", 1)
+
+
+# -- presence ----------------------------------------------------------------------
+
+
+def test_a_server_side_subscribe_is_a_join_like_any_other() -> None:
+    """hub.subscribe (the application subscribing a connection) tells the
+    topic's members and the application, exactly as a client's subscribe;
+    a repeated one joins nothing."""
+    h = HubHarness()
+    h.hub.configure_topic("room", presence=True)
+    alice, bob = h.connect("alice"), h.connect("bob")
+    h.send(alice, {"message_type": "subscribe", "topic": "room"})
+    alice.receive()
+    joined = PresenceChanged(topic="room", conn_id=bob.conn_id, principal_id="bob", joined=True)
+    assert h.hub.subscribe(bob.conn_id, "room") == [joined]
+    [(kind, payload)] = [(m["message_type"], m["payload"]) for m in alice.receive()]
+    assert (kind, payload) == (
+        "presence",
+        {"event": "join", "conn_id": bob.conn_id, "principal": "bob"},
+    )
+    assert h.hub.subscribe(bob.conn_id, "room") == []
+    assert alice.receive() == []
+    left = PresenceChanged(topic="room", conn_id=bob.conn_id, principal_id="bob", joined=False)
+    assert h.hub.unsubscribe(bob.conn_id, "room") == [left]
+
+
+# -- timers ------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    auth=st.floats(min_value=0.5, max_value=100),
+    command=st.floats(min_value=0.5, max_value=100),
+    ttl=st.floats(min_value=0.5, max_value=100),
+)
+def test_next_deadline_is_the_earliest_of_every_kind_of_timer(
+    auth: float, command: float, ttl: float
+) -> None:
+    """With an auth deadline, a command deadline and a history entry's expiry
+    pending at once, the hub asks to be woken at the first of them, whichever
+    kind it is, and each firing moves it on to the next."""
+    h = HubHarness(HubConfig(auth_timeout=auth, history_size=5, history_ttl=ttl))
+    h.hub.register_command("slow", timeout=command)
+    start = h.clock.now
+    member = h.connect("alice")
+    h.send(member, {"message_type": "subscribe", "topic": "log"})
+    h.hub.publish("log", "kept")
+    h.send(member, {"message_type": "slow", "id": 1})
+    waiting(h)  # a connection that must authenticate by message within ``auth``
+    expected = sorted({start + auth, start + command, start + ttl})
+    seen = []
+    while (deadline := h.hub.next_deadline()) is not None:
+        seen.append(deadline)
+        h.clock.now = deadline
+        h.hub.handle_timer()
+    assert seen == expected
+
+
+# -- statistics ----------------------------------------------------------------------
+
+
+def test_footprint_counts_each_live_topic_and_subscription_once() -> None:
+    """footprint() sizes what the hub holds: two live (unconfigured) topics
+    with three subscriptions between them are 2 and 3; a configured topic is
+    not live; leaving empties them."""
+    h = HubHarness()
+    h.hub.configure_topic("configured")
+    a, b = h.connect("a"), h.connect("b")
+    for peer, topic in ((a, "x"), (b, "x"), (b, "y"), (a, "configured")):
+        h.send(peer, {"message_type": "subscribe", "topic": topic})
+    footprint = h.hub.footprint()
+    assert (footprint["live_topics"], footprint["subscriptions"]) == (2, 4)
+    assert footprint["connections"] == 2
+    for peer in (a, b):
+        h.hub.remove(peer.conn_id)
+    footprint = h.hub.footprint()
+    assert (footprint["live_topics"], footprint["subscriptions"]) == (0, 0)
+
+
+# -- binary messages ---------------------------------------------------------------
+
+
+def test_binary_messages_share_the_inbound_rate_and_its_flood_close() -> None:
+    """A binary message takes a token of the same bucket as text ones: past
+    the burst it is not reported but answered with rate_limited, and a
+    sustained binary flood is closed with 1008 like a text one."""
+    h = HubHarness(HubConfig(accept_binary=True, message_rate=10, message_burst=3, max_errors=2))
+    peer = h.connect()
+    got = [h.hub.receive_binary(peer.conn_id, bytes([i])) for i in range(3)]
+    assert got == [[BinaryReceived(conn_id=peer.conn_id, data=bytes([i]))] for i in range(3)]
+    assert h.hub.receive_binary(peer.conn_id, b"over") == []
+    [error] = peer.receive()
+    assert error["error"] == {"code": "rate_limited", "message": "message rate exceeded"}
+    h.clock.advance(0.1)  # one token back
+    assert h.hub.receive_binary(peer.conn_id, b"ok") == [
+        BinaryReceived(conn_id=peer.conn_id, data=b"ok")
+    ]
+    for _ in range(3):
+        assert h.hub.receive_binary(peer.conn_id, b"flood") == []
+    peer.receive()
+    assert peer.closed is not None
+    assert (peer.closed.code, peer.closed.reason) == (1008, "message rate exceeded")
+    assert h.hub.stats().messages_in == 4  # refused messages are not counted as taken in
