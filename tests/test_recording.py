@@ -26,7 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wshub.adapters import EchoHandler, HubServer, WebSocketServer, connect
-from wshub.adapters.recording import SCANNED_MESSAGE_SIZE, ClientStreamRedactor, Recorder
+from wshub.adapters.recording import Recorder
+from wshub.adapters.redaction import SCANNED_MESSAGE_SIZE, ClientStreamRedactor
 from wshub.adapters.replay import (
     RecordingError,
     ReplayDiverged,
