@@ -26,12 +26,11 @@ import contextlib
 import logging
 import math
 import socket
-from collections.abc import Awaitable
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 
-from ..core import BinaryMessage, Connection, Event, State, TextMessage
+from ..core import Connection, State
 from ._clock import current_time
 from ._driver import (
     READ_SIZE,
@@ -42,20 +41,12 @@ from ._driver import (
     dispatch_received,
 )
 from ._scheduler import Scheduler
-from ._turns import MESSAGES_PER_TURN, next_turn
+from ._turns import Handoff, dispatch_within_turn, next_turn
 
 __all__ = ["SocketDriver"]
 
 _WAIT_ERRORS = (anyio.ClosedResourceError, anyio.BusyResourceError, OSError)
 _FLUSH_AT = 64 * 1024  # a write this large gains nothing from waiting to coalesce more
-_MESSAGES = (TextMessage, BinaryMessage)
-
-
-class _Handoff(NamedTuple):
-    """What the read callback leaves to the reader task: an awaitable, then events."""
-
-    pending: Awaitable[None] | None
-    events: list[Event]
 
 
 class SocketDriver:
@@ -119,7 +110,7 @@ class SocketDriver:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # trio
             self._loop = None
-        self._waiter: asyncio.Future[bytes | _Handoff | None] | None = None
+        self._waiter: asyncio.Future[bytes | Handoff | None] | None = None
         self._waiting = False  # the reader waits for the socket
         self._registered = False  # asyncio: the socket is in the loop's selector
         self._send_scope: anyio.CancelScope | None = None
@@ -408,10 +399,10 @@ class SocketDriver:
         self._inline = True
         try:
             core.receive_data(data)
-            handoff = self._dispatch_inline(core.events_received())
+            handoff = dispatch_within_turn(core, core.events_received(), self._dispatch_nowait)
         except Exception:  # a bug: lose this connection, not the loop's callback
             self._log.exception("connection %s: handling a read failed; aborting", self._name)
-            handoff = _Handoff(None, [])
+            handoff = Handoff(None, [])
             self.abort()
         finally:
             self._inline = False
@@ -422,24 +413,7 @@ class SocketDriver:
             self.flush()
         self.notify()
 
-    def _dispatch_inline(self, events: list[Event]) -> _Handoff | None:
-        """Dispatch messages until one leaves work to await; None if all were done."""
-        dispatch_now = self._dispatch_nowait
-        assert dispatch_now is not None
-        budget = MESSAGES_PER_TURN
-        core = self.core
-        while events:
-            for i, event in enumerate(events):
-                if not budget or not isinstance(event, _MESSAGES):
-                    return _Handoff(None, events[i:])
-                budget -= 1
-                rest = dispatch_now(event)
-                if rest is not None:
-                    return _Handoff(rest, events[i + 1 :])
-            events = core.events_received()
-        return None
-
-    async def _take_over(self, handoff: _Handoff) -> None:
+    async def _take_over(self, handoff: Handoff) -> None:
         """The reader finishes what the read callback could not."""
         if handoff.pending is not None:
             await handoff.pending
@@ -482,7 +456,7 @@ class SocketDriver:
                 # asyncio: the socket stays registered between waits and the loop's
                 # callback reads it, as asyncio's own transports do (no selector
                 # change per message); the close deadline is a scheduler timer.
-                waiter: asyncio.Future[bytes | _Handoff | None] = self._loop.create_future()
+                waiter: asyncio.Future[bytes | Handoff | None] = self._loop.create_future()
                 self._waiter = waiter
                 if not self._registered:
                     self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -495,7 +469,7 @@ class SocketDriver:
                     self._waiter = None
                 if outcome is None:
                     continue  # woken: a Closed event to dispatch, or the deadline set
-                if isinstance(outcome, _Handoff):
+                if isinstance(outcome, Handoff):
                     await self._take_over(outcome)
                     continue
                 data = outcome

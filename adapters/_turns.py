@@ -9,10 +9,16 @@ two pieces of one client's burst, and outboxes are flushed before they fill.
 from __future__ import annotations
 
 from asyncio import _get_running_loop, sleep
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 import anyio.lowlevel
 
-__all__ = ["MESSAGES_PER_TURN", "next_turn"]
+from ..core import BinaryMessage, Connection, Event, TextMessage
+
+__all__ = ["MESSAGES_PER_TURN", "Handoff", "dispatch_within_turn", "next_turn"]
+
+_MESSAGES = (TextMessage, BinaryMessage)
 
 MESSAGES_PER_TURN = 32
 """Messages a connection's handlers process before the connection yields:
@@ -26,3 +32,32 @@ async def next_turn() -> None:
         await sleep(0)
     else:
         await anyio.lowlevel.checkpoint()
+
+
+class Handoff(NamedTuple):
+    """What a turn could not finish without waiting: an awaitable, then the events after it."""
+
+    pending: Awaitable[None] | None
+    events: list[Event]
+
+
+def dispatch_within_turn(
+    core: Connection,
+    events: list[Event],
+    dispatch_now: Callable[[Event], Awaitable[None] | None],
+) -> Handoff | None:
+    """Hand messages to ``dispatch_now`` until one leaves work to await, a
+    non-message event comes, or the turn's ``MESSAGES_PER_TURN`` are spent;
+    None if every event (and every one the core reported meanwhile) was done.
+    """
+    budget = MESSAGES_PER_TURN
+    while events:
+        for i, event in enumerate(events):
+            if not budget or not isinstance(event, _MESSAGES):
+                return Handoff(None, events[i:])
+            budget -= 1
+            rest = dispatch_now(event)
+            if rest is not None:
+                return Handoff(rest, events[i + 1 :])
+        events = core.events_received()
+    return None
