@@ -24,6 +24,7 @@ __all__ = [
     "Request",
     "RequestId",
     "encode_envelope",
+    "encode_topic_parts",
     "json_depth",
     "parse_request",
 ]
@@ -58,6 +59,7 @@ class ErrorCode(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"  # the broker (Redis) cannot be reached: nothing was done
 
 
 class Codec(Protocol):
@@ -241,6 +243,26 @@ def encode_envelope(
         envelope["error"] = {"code": error[0], "message": error[1]}
     envelope["timestamp"] = timestamp
     return (codec or _DEFAULT_CODEC).dumps(envelope)
+
+
+def encode_topic_parts(
+    message_type: str,
+    topic: str,
+    payload: object,
+    *,
+    timestamp: int,
+    codec: Codec | None = None,
+) -> tuple[bytes, bytes]:
+    """A topic envelope encoded once, split where its ``seq`` goes.
+
+    ``head + b"<seq>" + tail`` is the envelope (the same bytes as
+    ``encode_envelope`` with that seq, for a compact codec): a broker that
+    numbers publications elsewhere splices the number in without decoding.
+    """
+    codec = codec or _DEFAULT_CODEC
+    head = codec.dumps({"message_type": message_type, "topic": topic}).rstrip()
+    tail = codec.dumps({"payload": payload, "timestamp": timestamp}).strip()
+    return head[:-1] + b',"seq":', b"," + tail[1:]
 
 
 _DEFAULT_CODEC: Final = JsonCodec()

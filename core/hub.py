@@ -40,7 +40,10 @@ from .auth import Principal
 from .connection import RandomSource
 from .envelope import Codec, JsonCodec, RequestId
 from .errors import LocalProtocolError
+from .frames import PreparedMessage
 from .history import check_history_settings
+from .hub_broker import BrokerCommand, Outgoing, StreamAnswer
+from .hub_brokered import Brokered
 from .hub_commands import Commands
 from .hub_config import HubConfig
 from .hub_connections import Connections
@@ -66,6 +69,11 @@ class Hub:
     ``codec`` replaces stdlib ``json``; ``default_topic`` is the policy of
     topics not configured with ``configure_topic``. ``random(n)`` gives ``n``
     random bytes (topic epochs); tests pass a seeded source.
+
+    ``broker``: the topics' streams live in a broker shared by several hubs
+    (nodes): publications are numbered and kept there, and this hub asks for
+    what it needs with ``broker_commands()``; ``broker()`` is called
+    whenever one was queued. See "With a broker" below.
     """
 
     __slots__ = ("_commands", "_conns", "_input", "_out", "_topics")
@@ -80,6 +88,7 @@ class Hub:
         codec: Codec | None = None,
         default_topic: TopicPolicy | None = None,
         random: RandomSource = os.urandom,
+        broker: Callable[[], None] | None = None,
     ) -> None:
         self._out = HubOutput(
             config=config or HubConfig(),
@@ -90,6 +99,8 @@ class Hub:
         )
         self._conns = Connections(self._out)
         self._topics = Topics(self._out, default_topic or TopicPolicy(), random)
+        if broker is not None:
+            self._topics.brokered = Brokered(self._out, self._topics, broker)
         self._commands = Commands(self._out)
         self._input = HubInput(self._out, self._conns, self._topics, self._commands)
 
@@ -241,10 +252,90 @@ class Hub:
         """
         check_topic_name(topic)
         check_message_type(message_type)
+        brokered = self._topics.brokered
+        if brokered is not None:
+            brokered.queue(brokered.outgoing(topic, payload, message_type, droppable))
+            return 0  # delivered on every node as it comes back from the broker
         state = self._topics.get_or_keep(topic)
         if state is None:
             return 0
         return self._topics.publish(state, payload, message_type, droppable)[1]
+
+    # -- with a broker -----------------------------------------------------
+
+    @property
+    def _brokered(self) -> Brokered:
+        brokered = self._topics.brokered
+        if brokered is None:
+            raise LocalProtocolError("this hub has no broker")
+        return brokered
+
+    def broker_commands(self) -> list[BrokerCommand]:
+        """What the broker must do, in order (taken: each is returned once)."""
+        return self._brokered.take()
+
+    def outgoing(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        message_type: str = "message",
+        droppable: bool = False,
+    ) -> Outgoing:
+        """A publication encoded for the broker, not queued: the driver sends it
+        itself (and awaits its numbering) when the application waits for it."""
+        check_topic_name(topic)
+        check_message_type(message_type)
+        return self._brokered.outgoing(topic, payload, message_type, droppable)
+
+    def publication(
+        self, topic: str, seq: int, epoch: str, envelope: bytes, *, droppable: bool = False
+    ) -> int:
+        """A numbered publication arrived from the broker: deliver it to this
+        node's subscribers (framed once), in step with the topic's stream.
+        How many subscribers it was queued for."""
+        return self._brokered.arrival(topic, seq, epoch, envelope, droppable)
+
+    def answered(self, answer: StreamAnswer) -> None:
+        """The broker's answer to a ``Fetch``."""
+        self._brokered.answered(answer)
+
+    def published(self, ref: int, seq: int, epoch: str) -> list[HubEvent]:
+        """The broker numbered ``Outgoing`` ``ref`` (a client's publish is answered)."""
+        return self._brokered.published(ref, seq, epoch)
+
+    def publish_failed(self, ref: int, message: str) -> None:
+        """``Outgoing`` ``ref`` could not be published: its client gets ``unavailable``."""
+        self._brokered.publish_failed(ref, message)
+
+    def resync(self) -> None:
+        """The link to the broker was lost and is back: listen again and bring
+        every subscriber back in step (from the streams, or with a ``reset``)."""
+        self._brokered.resync()
+
+    def presence_arrived(self, topic: str, envelope: bytes) -> int:
+        """Another node's ``presence`` envelope: to this node's subscribers of ``topic``."""
+        return self._brokered.presence_arrived(topic, envelope)
+
+    def encode(self, message_type: str, payload: object, *, topic: str | None = None) -> bytes:
+        """One envelope, encoded once for ``*_encoded`` here and on other nodes."""
+        check_message_type(message_type)
+        if topic is None:
+            return self._out.prepare(message_type, payload).payload
+        return self._out.prepare(message_type, payload, topic=topic).payload
+
+    def broadcast_encoded(
+        self, envelope: bytes, *, exclude: str | Collection[str] | None = None
+    ) -> int:
+        """``broadcast`` of an envelope already encoded (by ``encode``, maybe on another node)."""
+        return self._out.broadcast_prepared(PreparedMessage(envelope, text=True), exclude)
+
+    def send_encoded_to(self, conn_id: str, envelope: bytes) -> int:
+        return self._out.send_prepared_to(conn_id, PreparedMessage(envelope, text=True))
+
+    def send_encoded_to_principal(self, principal_id: str, envelope: bytes) -> int:
+        message = PreparedMessage(envelope, text=True)
+        return self._out.send_prepared_to_principal(principal_id, message)
 
     # -- topics ------------------------------------------------------------
 
@@ -297,7 +388,7 @@ class Hub:
 
     def subscribers(self, topic: str) -> list[str]:
         state = self._topics.topics.get(topic)
-        return [] if state is None else list(state.subscribers)
+        return [] if state is None else [*state.subscribers, *state.waiting]
 
     def topic_seq(self, topic: str) -> int:
         """The last ``seq`` published on ``topic`` (0 if none or forgotten)."""
@@ -372,7 +463,11 @@ class Hub:
         return HubStats.snapshot(
             self._out.counters,
             connections=len(self._out.registry),
-            subscriptions={t.name: len(t.subscribers) for t in topics.values() if t.subscribers},
+            subscriptions={
+                t.name: len(t.subscribers) + len(t.waiting)
+                for t in topics.values()
+                if t.subscribers or t.waiting
+            },
             pending_commands=self._commands.table.total,
             history_entries=self._topics.history.entries,
             history_bytes=self._topics.history.nbytes,
@@ -391,7 +486,7 @@ class Hub:
             "principals": len(registry._by_principal),
             "hosts": len(registry._by_host),
             "live_topics": sum(1 for t in topics if not t.configured),
-            "subscriptions": sum(len(t.subscribers) for t in topics),
+            "subscriptions": sum(len(t.subscribers) + len(t.waiting) for t in topics),
             "dropped_counters": sum(len(t.dropped) for t in topics),
             **self._commands.table.footprint(),
             "error_windows": self._out.error_windows,

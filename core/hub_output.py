@@ -146,7 +146,11 @@ class HubOutput:
         self, message_type: str, payload: object, exclude: str | Collection[str] | None
     ) -> int:
         check_message_type(message_type)
-        message = self.prepare(message_type, payload)
+        return self.broadcast_prepared(self.prepare(message_type, payload), exclude)
+
+    def broadcast_prepared(
+        self, message: PreparedMessage, exclude: str | Collection[str] | None
+    ) -> int:
         if exclude is None:
             skip: frozenset[str] = frozenset()
         else:
@@ -159,13 +163,17 @@ class HubOutput:
 
     def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
         check_message_type(message_type)
-        message = self.prepare(message_type, payload)
+        return self.send_prepared_to(conn_id, self.prepare(message_type, payload))
+
+    def send_prepared_to(self, conn_id: str, message: PreparedMessage) -> int:
         entry = self.registry.entries.get(conn_id)
         return int(entry is not None and self.send(entry, message))
 
     def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
         check_message_type(message_type)
-        message = self.prepare(message_type, payload)
+        return self.send_prepared_to_principal(principal_id, self.prepare(message_type, payload))
+
+    def send_prepared_to_principal(self, principal_id: str, message: PreparedMessage) -> int:
         count = 0
         for conn_id in self.registry.of_principal(principal_id):
             if self.send(self.registry.entries[conn_id], message):

@@ -15,6 +15,8 @@ from .connection import RandomSource
 from .envelope import MAX_TOPIC_LENGTH, ErrorCode, Request
 from .frames import PreparedMessage
 from .history import History, HistoryBounds, TopicLog
+from .hub_broker import PresenceOut
+from .hub_brokered import Brokered
 from .hub_delivery import deliver
 from .hub_events import HubEvent, PresenceChanged, Published
 from .hub_output import HubOutput
@@ -44,7 +46,7 @@ def check_topic_name(topic: str) -> None:
 class Topics:
     """Live topics by name, the policy of unconfigured ones, and their members."""
 
-    __slots__ = ("_out", "_random", "default", "history", "topics")
+    __slots__ = ("_out", "_random", "brokered", "default", "history", "topics")
 
     def __init__(self, out: HubOutput, default: TopicPolicy, random: RandomSource) -> None:
         self._out = out
@@ -52,6 +54,7 @@ class Topics:
         self.default = default
         self.topics: dict[str, Topic] = {}
         self.history = History(out.config.max_history_bytes, self._log_emptied)
+        self.brokered: Brokered | None = None  # set when a broker holds the streams
 
     def configure(
         self,
@@ -140,7 +143,9 @@ class Topics:
             state = self.join(entry, name)
             joined = True
         assert state is not None
-        if since is not None:
+        if self.brokered is not None:
+            self.brokered.subscribe(entry, state, since, request, joined=joined)
+        elif since is not None:
             self._recover(entry, state, since, request, joined=joined)
         elif request.id is not None:
             result: dict[str, object] = {"topic": name, "seq": state.seq, "epoch": state.epoch}
@@ -227,6 +232,10 @@ class Topics:
         if not policy.may_publish(entry.info, name):
             out.client_error(entry, request.id, ErrorCode.FORBIDDEN, "publishing refused")
             return []
+        if self.brokered is not None:
+            droppable = policy.slow_consumer == "drop"
+            self.brokered.on_publish(entry, request, name, droppable)
+            return []  # answered, and reported, once the broker numbered it
         seq, delivered = 0, 0
         state = self.get_or_keep(name)
         if state is not None:
@@ -270,6 +279,9 @@ class Topics:
             return []
         if request.id is None:
             return []  # nothing to answer: success without an id is silent
+        if self.brokered is not None:
+            self.brokered.on_history(entry, name, request.id, since, limit)
+            return []
         connection = entry.connection
         timestamp = int(out.wall_clock() * 1000)
         empty = read(name, state, since, 0)
@@ -287,6 +299,8 @@ class Topics:
         events: list[HubEvent] = []
         if topic not in entry.info.subscriptions:
             state = self.join(entry, topic)
+            if self.brokered is not None:
+                self.brokered.subscribe(entry, state, None, None, joined=True)
             self.presence(state, entry, True, events)
         return events
 
@@ -302,7 +316,10 @@ class Topics:
         conn_id = entry.info.conn_id
         entry.info.subscriptions.discard(name)
         state = self.topics[name]
-        del state.subscribers[conn_id]
+        if self.brokered is not None:
+            self.brokered.left(state, conn_id)
+        else:
+            del state.subscribers[conn_id]
         state.dropped.pop(conn_id, None)
         self.presence(state, entry, False, events)
         if state.disposable:
@@ -337,6 +354,16 @@ class Topics:
         entries = out.registry.entries
         for conn_id in state.subscribers:
             out.send(entries[conn_id], message)
+        if self.brokered is not None:
+            self.brokered.queue(
+                PresenceOut(
+                    topic=state.name,
+                    conn_id=info.conn_id,
+                    principal_id=info.principal.id,
+                    joined=joined,
+                    envelope=message.payload,
+                )
+            )
         events.append(
             PresenceChanged(
                 topic=state.name,

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .history import TopicLog
 from .registry import ConnectionInfo
+
+if TYPE_CHECKING:
+    from .hub_broker import Waiter
 
 __all__ = [
     "PublishPolicy",
@@ -90,7 +93,12 @@ class Topic:
     """Live state of one topic. ``dropped`` counts, per subscriber, droppable
     messages skipped and not yet announced with a ``dropped`` notice.
     ``history_size`` / ``history_ttl`` override the hub's defaults when set;
-    ``log`` holds the kept envelopes while the topic keeps history."""
+    ``log`` holds the kept envelopes while the topic keeps history.
+
+    With a broker (``hub_brokered``): ``listening`` while this node receives
+    the topic's publications, ``synced`` while ``seq``/``epoch`` is the
+    node's position in the broker's stream, ``waiting`` the subscribers
+    not yet in step with it."""
 
     name: str
     policy: TopicPolicy
@@ -102,8 +110,11 @@ class Topic:
     history_size: int | None = None
     history_ttl: float | None = None
     log: TopicLog | None = None
+    listening: bool = False
+    synced: bool = False
+    waiting: dict[str, Waiter] = field(default_factory=dict)
 
     @property
     def disposable(self) -> bool:
         """True when nothing would be lost by forgetting this topic."""
-        return not self.configured and not self.subscribers and not self.log
+        return not self.configured and not self.subscribers and not self.waiting and not self.log
