@@ -2,6 +2,7 @@
 
 from .asgi import HubApp, ThreadsafeHub
 from .blocking import BlockingOperations, LoopBoundHub
+from .broker import Broker, BrokerUnavailable
 from .client import ClientSession, connect
 from .echo import EchoHandler
 from .errors import ConnectionClosed, HandshakeError, HandshakeRejected
@@ -40,6 +41,8 @@ __all__ = [
     "Backoff",
     "BlockingHubClient",
     "BlockingOperations",
+    "Broker",
+    "BrokerUnavailable",
     "CallError",
     "CallTimeout",
     "ClientClosed",

@@ -40,6 +40,7 @@ from ..core.envelope import Codec
 from ..core.hub_config import HubConfig
 from ..core.hub_stats import prometheus_text
 from ..core.topics import TopicPolicy
+from .broker import Broker
 from .descriptors import descriptor_budget
 from .handler import Accept, Handler, HttpResponse
 from .hub_commands import log_conn
@@ -97,6 +98,7 @@ class HubHandler(HubRuntime, Handler):
         on_disconnect: DisconnectListener | None = None,
         auth_message: bool = False,
         refusal: RefusalMode = "http",
+        broker: Broker | None = None,
     ) -> None:
         super().__init__(
             auth,
@@ -109,6 +111,7 @@ class HubHandler(HubRuntime, Handler):
             on_disconnect=on_disconnect,
             auth_message=auth_message,
             refusal=refusal,
+            broker=broker,
         )
         self.metrics = metrics
 
@@ -129,7 +132,10 @@ class HubHandler(HubRuntime, Handler):
 
     async def on_http(self, session: ServerSession, request: HttpRequest) -> HttpResponse:
         if self.metrics and request.method == "GET" and request.path == "/metrics":
-            body = prometheus_text(self.hub.stats()).encode("utf-8")
+            text = prometheus_text(self.hub.stats())
+            if self.broker is not None:
+                text += self.broker.metrics_text()
+            body = text.encode("utf-8")
             return HttpResponse(200, (("Content-Type", METRICS_CONTENT_TYPE),), body)
         static = self.static_files.respond(request)
         if static is not None:
@@ -227,6 +233,7 @@ class HubServer(HubOperations):
         refusal: RefusalMode = "http",
         allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
         record: str | os.PathLike[str] | Recorder | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.handler = HubHandler(
             auth,
@@ -240,8 +247,10 @@ class HubServer(HubOperations):
             on_disconnect=on_disconnect,
             auth_message=auth_message,
             refusal=refusal,
+            broker=broker,
         )
         self.hub = self.handler.hub
+        self.broker = broker
         self.loop = self.handler.loop
         self.server = WebSocketServer(
             self.handler,

@@ -27,6 +27,7 @@ from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy
 
 if TYPE_CHECKING:
     from .blocking import BlockingOperations
+    from .broker import Broker
 
 __all__ = ["HubOperations", "LoopBinding", "WrongThreadError"]
 
@@ -97,15 +98,25 @@ class HubOperations:
 
     hub: Hub
     loop: LoopBinding
+    #: Where publications go beyond this process (None: a single node).
+    broker: Broker | None = None
     #: Register a command handler (``HubRuntime.add_command``; facades delegate).
     add_command: Callable[..., None]
 
     def broadcast(
         self, message_type: str, payload: object, *, exclude: str | Collection[str] | None = None
     ) -> int:
-        """Send one envelope to every connection but ``exclude`` (ids)."""
+        """Send one envelope to every connection but ``exclude`` (ids).
+
+        With a broker: also to every other node's connections; the count is
+        this node's (raises ``BrokerUnavailable``, sending nothing, while the
+        broker is unreachable)."""
         self.loop.check("broadcast")
-        return self.hub.broadcast(message_type, payload, exclude=exclude)
+        broker = self.broker
+        if broker is None:
+            return self.hub.broadcast(message_type, payload, exclude=exclude)
+        data = self._relayed("broadcast", exclude, message_type, payload)
+        return self.hub.broadcast_encoded(data, exclude=exclude)
 
     def publish(
         self,
@@ -115,24 +126,83 @@ class HubOperations:
         message_type: str = "message",
         droppable: bool = False,
     ) -> int:
-        """Publish to a topic's subscribers (with the next ``seq``)."""
+        """Publish to a topic's subscribers (with the next ``seq``).
+
+        With a broker the publication is handed to it and 0 is returned: it
+        is delivered on every node as it comes back numbered (raises
+        ``BrokerUnavailable`` while the broker is unreachable; ``publish_async``
+        waits for the numbering)."""
         self.loop.check("publish")
-        return self.hub.publish(topic, payload, message_type=message_type, droppable=droppable)
+        broker = self.broker
+        if broker is None:
+            return self.hub.publish(topic, payload, message_type=message_type, droppable=droppable)
+        broker.publish(
+            self.hub.outgoing(topic, payload, message_type=message_type, droppable=droppable)
+        )
+        return 0
+
+    async def publish_async(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        message_type: str = "message",
+        droppable: bool = False,
+    ) -> tuple[int, str | None]:
+        """Publish and return the publication's ``(seq, epoch)`` once numbered
+        (by the broker if there is one: raises ``BrokerUnavailable`` if it
+        cannot be reached). Without a broker a topic that does not exist
+        takes no seq: ``(0, None)``."""
+        self.loop.check("publish_async")
+        broker = self.broker
+        if broker is None:
+            self.hub.publish(topic, payload, message_type=message_type, droppable=droppable)
+            return self.hub.topic_seq(topic), self.hub.topic_epoch(topic)
+        outgoing = self.hub.outgoing(topic, payload, message_type=message_type, droppable=droppable)
+        return await broker.publish_wait(outgoing)
 
     def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
-        """Send to one connection: 1 if queued, 0 if unknown or closing."""
+        """Send to one connection: 1 if queued here, 0 if unknown or closing.
+
+        With a broker a connection unknown here is looked for on the other
+        nodes (0 is returned: it is not known here whether one had it)."""
         self.loop.check("send_to")
-        return self.hub.send_to(conn_id, message_type, payload)
+        if self.broker is None or self.hub.connection(conn_id) is not None:
+            return self.hub.send_to(conn_id, message_type, payload)
+        self._relayed("conn", conn_id, message_type, payload)
+        return 0
 
     def send_to_principal(self, principal_id: str, message_type: str, payload: object) -> int:
-        """Send to every connection of one principal."""
+        """Send to every connection of one principal (with a broker, on every
+        node; the count is this node's)."""
         self.loop.check("send_to_principal")
-        return self.hub.send_to_principal(principal_id, message_type, payload)
+        if self.broker is None:
+            return self.hub.send_to_principal(principal_id, message_type, payload)
+        data = self._relayed("principal", principal_id, message_type, payload)
+        return self.hub.send_encoded_to_principal(principal_id, data)
 
     def disconnect(self, conn_id: str, code: int = 1008, reason: str = "") -> bool:
-        """Start closing one connection; False if unknown or not open."""
+        """Start closing one connection; False if unknown or not open (with a
+        broker, a connection unknown here is closed by the node holding it)."""
         self.loop.check("disconnect")
-        return self.hub.disconnect(conn_id, code, reason)
+        broker = self.broker
+        if broker is None or self.hub.connection(conn_id) is not None:
+            return self.hub.disconnect(conn_id, code, reason)
+        broker.relay("disconnect", conn_id, f"{code}\n{reason}".encode())
+        return False
+
+    def _relayed(
+        self,
+        kind: str,
+        target: str | Collection[str] | None,
+        message_type: str,
+        payload: object,
+    ) -> bytes:
+        """Encode once, hand to the broker for the other nodes; the bytes for here."""
+        assert self.broker is not None
+        data = self.hub.encode(message_type, payload)
+        self.broker.relay(kind, target, data)
+        return data
 
     def subscribe(self, conn_id: str, topic: str) -> bool:
         """Subscribe a connection server-side (no policy check).

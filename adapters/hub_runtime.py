@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -45,6 +45,9 @@ from .hub_commands import logger as hub_logger
 from .hub_context import BinaryHandler, CommandContext, CommandHandler, ConnectionContext
 from .hub_gate import AwaitingAuth, HubGate, RefusalMode, TokenVerifier, Verdict
 from .hub_operations import HubOperations, LoopBinding
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 __all__ = [
     "ConnectListener",
@@ -91,6 +94,7 @@ class HubRuntime(HubOperations):
         on_disconnect: DisconnectListener | None = None,
         auth_message: bool = False,
         refusal: RefusalMode = "http",
+        broker: Broker | None = None,
     ) -> None:
         self.hub = Hub(
             clock=current_time,
@@ -99,7 +103,11 @@ class HubRuntime(HubOperations):
             on_output=self._wake,
             codec=codec,
             default_topic=default_topic,
+            broker=None if broker is None else broker.wake,
         )
+        self.broker = broker
+        if broker is not None:
+            broker.attach(self)
         if self.hub.config.max_connections is None:
             self.hub.config = replace(self.hub.config, max_connections=descriptor_budget())
         self.gate = HubGate(auth, self.hub, auth_message=auth_message, refusal=refusal)
@@ -164,7 +172,13 @@ class HubRuntime(HubOperations):
         """
         self._commands.stopping = False
         with self.loop.bound():
-            await self._commands.run(task_status=task_status)
+            if self.broker is None:
+                await self._commands.run(task_status=task_status)
+                return
+            async with anyio.create_task_group() as tg:  # the broker first: it may refuse
+                await tg.start(self.broker.run)
+                await self._commands.run(task_status=task_status)
+                tg.cancel_scope.cancel()
 
     def begin_shutdown(self) -> None:
         """Refuse new work: answer pending commands ``shutting_down``, cancel them."""
@@ -323,6 +337,10 @@ class HubRuntime(HubOperations):
             elif isinstance(event, PresenceChanged | Published):
                 self._notify(event)
         self._commands.rearm()
+
+    def broker_events(self, events: list[HubEvent]) -> None:
+        """Events of the broker's answers (a client's publish numbered): to ``on_event``."""
+        self._emit_events(events)
 
     def _emit_events(self, events: list[HubEvent]) -> None:
         """Events of an application's operation (presence of a server-side subscribe)."""

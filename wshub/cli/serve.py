@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from ..adapters.broker import BrokerUnavailable
 from ..core.auth import AccessPolicy
 from ..core.hub_config import HubConfig
 from ..core.limits import Limits
@@ -171,14 +173,55 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="record every connection's inputs and outputs to a file in DIR, for "
         "'wshub replay' (tokens redacted; for investigations: costs a line per call)",
     )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="hub: span every wshub serve on this Redis (redis://HOST:PORT/DB): topics, "
+        "history, presence and direct sends across nodes (needs wshub[redis])",
+    )
+    serve.add_argument(
+        "--node",
+        metavar="NAME",
+        help="hub: this node's name with --redis, in logs, /metrics and presence "
+        "(default HOSTNAME-PID)",
+    )
+    serve.add_argument(
+        "--presence-ttl",
+        type=positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="hub: with --redis, a node silent this long is dead and its members leave "
+        "(within SECONDS + 1; default 3)",
+    )
     serve.add_argument("--metrics", action="store_true", help="serve GET /metrics (Prometheus)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables wss://)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
 
 
 def run(args: argparse.Namespace) -> int:
-    anyio.run(_serve, args)
+    try:
+        anyio.run(_serve, args)
+    except BrokerUnavailableExit as exc:
+        print(f"wshub: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+class BrokerUnavailableExit(Exception):
+    """``wshub serve --redis`` could not reach Redis at start."""
+
+
+def _broker(args: argparse.Namespace) -> Any:
+    """The ``RedisBroker`` for ``--redis``, or None."""
+    if args.redis is None:
+        if args.node is not None:
+            raise SystemExit("wshub: --node applies with --redis")
+        return None
+    try:
+        from ..adapters.broker_redis import RedisBroker
+    except ImportError as exc:
+        raise SystemExit(f"wshub: --redis needs the extra wshub[redis] ({exc})") from None
+    return RedisBroker(args.redis, node=args.node, presence_ttl=args.presence_ttl)
 
 
 def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) -> Any:
@@ -208,6 +251,7 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
         auth_message=args.auth_message,
         refusal=args.refusal,
         record=args.record,
+        broker=_broker(args),
         **host_options(args),
     )
 
@@ -246,8 +290,12 @@ async def _serve(args: argparse.Namespace) -> None:
         ping_timeout=args.ping_interval,
     )
     server: Any
-    if args.echo and (args.auth_message or args.refusal != "http" or args.demo):
-        raise SystemExit("wshub: --auth-message, --refusal and --demo apply to the hub, not --echo")
+    if args.echo and (
+        args.auth_message or args.refusal != "http" or args.demo or args.redis is not None
+    ):
+        raise SystemExit(
+            "wshub: --auth-message, --refusal, --demo and --redis apply to the hub, not --echo"
+        )
     if args.echo:
         server = WebSocketServer(
             EchoHandler(policy),
@@ -261,19 +309,27 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     else:
         server = _hub_server(args, policy, limits)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve)
-        tune_gc()
-        say(f"listening on {server.url}")
-        if args.record is not None:
-            recorder = server.recorder if args.echo else server.server.recorder
-            say(f"recording connections to {recorder.path}")
-        if args.demo:
-            _announce_demo(args, server, policy)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                server.shutdown()
-                break
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            await _announce_and_wait(args, server, policy)
+    except* BrokerUnavailable as group:
+        raise BrokerUnavailableExit(str(group.exceptions[0])) from None
+
+
+async def _announce_and_wait(args: argparse.Namespace, server: Any, policy: AccessPolicy) -> None:
+    """Say where the server listens, then run until SIGINT/SIGTERM asks it to stop."""
+    tune_gc()
+    say(f"listening on {server.url}")
+    if args.record is not None:
+        recorder = server.recorder if args.echo else server.server.recorder
+        say(f"recording connections to {recorder.path}")
+    if args.demo:
+        _announce_demo(args, server, policy)
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            server.shutdown()
+            break
 
 
 def _announce_demo(args: argparse.Namespace, server: Any, policy: AccessPolicy) -> None:

@@ -1,0 +1,197 @@
+"""The Redis broker with real servers: two hub nodes in one process on a private Redis.
+
+Each test starts its own ``redis-server`` (``redis_server`` fixture: free
+port, no persistence) and two ``HubServer``s with a ``RedisBroker`` each, on
+both anyio backends, and checks what real clients receive.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from redis_support import RedisServer
+
+from wshub.adapters import BrokerUnavailable, HubServer, connect
+from wshub.adapters.broker_redis import RedisBroker
+from wshub.core.auth import SUBPROTOCOL, AccessPolicy, Principal, StaticTokens
+from wshub.core.hub_config import HubConfig
+from wshub.core.topics import TopicPolicy
+
+pytestmark = pytest.mark.anyio
+
+TOKENS = StaticTokens({"ta": Principal("alice"), "tb": Principal("bob")})
+
+
+def make_node(url: str, name: str, **kwargs: Any) -> HubServer:
+    return HubServer(
+        AccessPolicy(tokens=TOKENS),
+        default_topic=TopicPolicy(publish="all"),
+        config=HubConfig(history_size=50),
+        metrics=True,
+        broker=RedisBroker(url, node=name, presence_ttl=1.0, heartbeat=0.25, **kwargs),
+    )
+
+
+@asynccontextmanager
+async def running(*servers: HubServer) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        for server in servers:
+            await tg.start(server.serve)
+        yield
+        tg.cancel_scope.cancel()
+
+
+class Client:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.conn_id = ""
+
+    async def send(self, **envelope: Any) -> None:
+        await self.ws.send(json.dumps(envelope))
+
+    async def recv(self, kind: str | None = None) -> dict[str, Any]:
+        """The next envelope (of ``kind``, skipping others)."""
+        with anyio.fail_after(10):
+            while True:
+                value: dict[str, Any] = json.loads(await self.ws.recv())
+                if kind is None or value["message_type"] == kind:
+                    return value
+
+    async def subscribe(self, topic: str, since: tuple[int, str] | None = None) -> dict[str, Any]:
+        payload = None if since is None else {"since": {"seq": since[0], "epoch": since[1]}}
+        await self.send(message_type="subscribe", topic=topic, id="s", payload=payload)
+        reply = await self.recv("reply")
+        return reply["payload"]  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def client(server: HubServer, token: str = "ta") -> AsyncIterator[Client]:
+    async with connect(server.url, token=token, subprotocols=(SUBPROTOCOL,)) as ws:
+        c = Client(ws)
+        welcome = await c.recv()
+        c.conn_id = welcome["payload"]["conn_id"]
+        yield c
+
+
+async def test_publications_cross_nodes_once_in_order(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b), client(a) as alice, client(b, "tb") as bob:
+        reply_a = await alice.subscribe("news")
+        reply_b = await bob.subscribe("news")
+        assert reply_a["epoch"] == reply_b["epoch"]
+        await bob.send(message_type="publish", topic="news", payload="from bob", id=1)
+        ack = await bob.recv("reply")
+        assert ack["payload"] == {"topic": "news", "seq": 1, "epoch": reply_a["epoch"]}
+        seq, epoch = await a.publish_async("news", "from a")
+        assert (seq, epoch) == (2, reply_a["epoch"])
+        assert a.publish("news", "third") == 0
+        for c in (alice, bob):
+            got = [await c.recv("message") for _ in range(3)]
+            assert [(m["seq"], m["payload"]) for m in got] == [
+                (1, "from bob"),
+                (2, "from a"),
+                (3, "third"),
+            ]
+        assert 'wshub_broker_up{node="a"} 1' in a.broker.metrics_text()  # type: ignore[union-attr]
+
+
+async def test_recovery_from_the_stream_on_another_node(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b):
+        for i in range(5):
+            await a.publish_async("t", i)
+        async with client(b, "tb") as bob:
+            epoch = a.hub.outgoing("t", None).topic and (await a.publish_async("t", 5))[1]
+            reply = await bob.subscribe("t", since=(2, epoch))
+            assert reply == {"topic": "t", "seq": 6, "epoch": epoch, "recovered": True}
+            got = [await bob.recv("message") for _ in range(4)]
+            assert [m["payload"] for m in got] == [2, 3, 4, 5]
+            await bob.send(message_type="history", topic="t", id="h", payload={"limit": 2})
+            page = await bob.recv("reply")
+            assert [m["seq"] for m in page["payload"]["messages"]] == [5, 6]
+
+
+async def test_direct_sends_and_disconnect_reach_other_nodes(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b), client(a) as alice, client(b, "tb") as bob, client(b) as alice2:
+        assert a.broadcast("hello", 1) == 1
+        assert (await bob.recv())["message_type"] == "hello"
+        assert (await alice2.recv())["message_type"] == "hello"
+        assert a.send_to_principal("alice", "mail", 2) == 1
+        assert (await alice2.recv())["payload"] == 2
+        assert a.send_to(bob.conn_id, "direct", 3) == 0  # not here: relayed
+        assert (await bob.recv())["payload"] == 3
+        assert a.disconnect(bob.conn_id, 4000, "bye") is False
+        with anyio.fail_after(10):
+            with pytest.raises(Exception, match="4000"):
+                await bob.recv()
+        await alice.send(message_type="publish", topic="x", payload=0)  # alice is still served
+
+
+async def test_presence_spans_nodes_and_a_dead_node_leaves(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    for node in (a, b):
+        node.configure_topic("room", presence=True)
+    async with running(a), client(a) as alice:
+        await alice.subscribe("room")
+        assert (await alice.recv("presence"))["payload"]["principal"] == "alice"  # its own
+        async with anyio.create_task_group() as tg:
+            await tg.start(b.serve)
+            async with client(b, "tb") as bob:
+                reply = await bob.subscribe("room")
+                assert {m["principal"] for m in reply["present"]} == {"alice", "bob"}
+                joined = await alice.recv("presence")
+                assert joined["payload"]["principal"] == "bob"
+                tg.cancel_scope.cancel()  # node b stops without a word (as if killed)
+        # b's heartbeat stops: a sweeps it within presence_ttl + heartbeat
+        with anyio.fail_after(5):
+            left = await alice.recv("presence")
+        assert left["payload"] == {
+            "event": "leave",
+            "conn_id": left["payload"]["conn_id"],
+            "principal": "bob",
+        }
+
+
+async def test_redis_unreachable_at_start_is_a_clear_error(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    redis_server.stop()
+    node = make_node(url, "a", connect_timeout=0.5)
+    with pytest.raises(BrokerUnavailable, match=r"redis unavailable at redis://.*: \S"):
+        await node.serve()
+
+
+async def test_redis_lost_then_back_without_its_data(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b), client(a) as alice, client(b, "tb") as bob:
+        old = (await bob.subscribe("t"))["epoch"]
+        await alice.subscribe("t")
+        await a.publish_async("t", "before")
+        assert (await bob.recv("message"))["payload"] == "before"
+        redis_server.kill()
+        with anyio.fail_after(10):
+            while a.broker is not None and a.broker.up:
+                await anyio.sleep(0.05)
+        with pytest.raises(BrokerUnavailable):
+            a.publish("t", "lost")
+        await alice.send(message_type="publish", topic="t", payload="lost", id="p")
+        refused = await alice.recv("reply")
+        assert refused["error"]["code"] == "unavailable"
+        redis_server.start()
+        with anyio.fail_after(15):
+            while not (
+                a.broker is not None and a.broker.up and b.broker is not None and b.broker.up
+            ):
+                await anyio.sleep(0.05)
+        seq, new = await a.publish_async("t", "after")
+        assert new != old
+        for c in (alice, bob):
+            reset = await c.recv("reset")
+            assert reset["payload"]["epoch"] == new
+            message = await c.recv("message")
+            assert (message["seq"], message["payload"]) == (seq, "after")
