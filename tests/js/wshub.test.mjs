@@ -436,6 +436,49 @@ describe("topics", () => {
     assert.deepEqual(got, [3]);
   });
 
+  test("a `dropped` notice: subscribe again with since; live messages wait for the replay", async () => {
+    const { client, last, named } = await connected();
+    const got = [];
+    const drops = [];
+    client.on("dropped", (v) => drops.push(v));
+    client.subscribe("ticks", (p) => got.push(p));
+    last().reply("subscribe", { topic: "ticks", seq: 1, epoch: "e1" });
+    await flush();
+    message(last(), "ticks", 2);
+    last().serverSend({ message_type: "dropped", topic: "ticks", payload: { count: 3 } });
+    assert.deepEqual(drops, [{ topic: "ticks", count: 3 }]);
+    const again = last().sent.filter((e) => e.message_type === "subscribe");
+    assert.equal(again.length, 2);
+    assert.deepEqual(again[1].payload, { since: { seq: 2, epoch: "e1" } });
+    message(last(), "ticks", 6); // sent right after the notice, before the reply
+    last().serverSend({ message_type: "dropped", topic: "ticks", payload: { count: 1 } });
+    assert.equal(last().sent.filter((e) => e.message_type === "subscribe").length, 2, "one at a time");
+    assert.deepEqual(got, [2]);
+    last().reply("subscribe", { topic: "ticks", seq: 8, epoch: "e1", recovered: true });
+    await flush();
+    for (const seq of [3, 4, 5, 6, 7, 8, 9]) message(last(), "ticks", seq);
+    assert.deepEqual(got, [2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(named("recovered").at(-1).missed, 6);
+    assert.deepEqual(named("unrecoverable"), []);
+  });
+
+  test("a `dropped` notice the history cannot fill in is an `unrecoverable` event", async () => {
+    const { client, last, named } = await connected();
+    const got = [];
+    client.subscribe("ticks", (p) => got.push(p));
+    last().reply("subscribe", { topic: "ticks", seq: 4, epoch: "e1" });
+    await flush();
+    last().serverSend({ message_type: "dropped", topic: "ticks", payload: { count: 2 } });
+    message(last(), "ticks", 7);
+    last().reply("subscribe", { topic: "ticks", seq: 7, epoch: "e1", recovered: false });
+    await flush();
+    assert.deepEqual(named("unrecoverable"), [
+      { topic: "ticks", seq: 7, epoch: "e1", previous: { seq: 4, epoch: "e1" } },
+    ]);
+    message(last(), "ticks", 8);
+    assert.deepEqual(got, [8]);
+  });
+
   test("a server without epochs: a moved seq after reconnect is reported as unrecoverable", async () => {
     const { client, clock, last, named } = await connected();
     client.subscribe("t", () => {});

@@ -162,6 +162,8 @@ export interface EventMap {
   presence: PresenceEvent;
   unrecoverable: UnrecoverableEvent;
   recovered: RecoveredEvent;
+  /** The server skipped `count` messages of a `drop` topic; the client subscribes
+   * again with `since`, then says `recovered` or `unrecoverable`. */
   dropped: { topic: string; count: number };
   refreshed: { expiresAt: number | null };
 }

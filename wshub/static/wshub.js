@@ -418,7 +418,7 @@ export class WshubClient {
     }
     if (typeof env.topic === "string") {
       if (type === "presence") return this._presence(env);
-      if (type === "dropped") return this._emit("dropped", { topic: env.topic, count: env.payload?.count });
+      if (type === "dropped") return this._dropped(env);
       if (typeof env.seq === "number") return this._topicMessage(env);
     }
     this._emit("message", env);
@@ -543,7 +543,7 @@ export class WshubClient {
     let sub = this._topics.get(topic);
     const handler = { onMessage };
     if (!sub) {
-      sub = { handlers: new Set(), seq: null, epoch: null, present: new Map(), ready: null, settle: null };
+      sub = { handlers: new Set(), seq: null, epoch: null, present: new Map(), ready: null, settle: null, filling: false };
       sub.ready = new Promise((resolve, reject) => (sub.settle = { resolve, reject }));
       sub.ready.catch(() => {}); // a refusal is also reported as an "error" event
       this._topics.set(topic, sub);
@@ -592,6 +592,7 @@ export class WshubClient {
 
   _subscribed(topic, sub, since, reply) {
     if (this._topics.get(topic) !== sub) return;
+    sub.filling = false;
     sub.present = new Map();
     for (const p of reply.present || []) sub.present.set(p.conn_id, p.principal);
     const seq = typeof reply.seq === "number" ? reply.seq : 0;
@@ -610,9 +611,22 @@ export class WshubClient {
     sub.settle.resolve(reply);
   }
 
+  /** The server skipped messages of a `drop` topic (this client read too slowly):
+   * subscribe again from the last one seen, so that the server replays them
+   * from its history (`recovered`) or says it cannot (`unrecoverable`). Until
+   * that reply, live messages of the topic are left out: each of them comes
+   * before the reply, so the replay holds it again. */
+  _dropped(env) {
+    this._emit("dropped", { topic: env.topic, count: env.payload?.count });
+    const sub = this._topics.get(env.topic);
+    if (!sub || sub.filling || sub.seq === null || sub.epoch === null || this._state !== "open") return;
+    sub.filling = true;
+    this._subscribe(env.topic, sub);
+  }
+
   _topicMessage(env) {
     const sub = this._topics.get(env.topic);
-    if (!sub) return;
+    if (!sub || sub.filling) return;
     if (sub.seq !== null && env.seq <= sub.seq) return; // already seen (replayed twice)
     sub.seq = env.seq;
     for (const handler of [...sub.handlers]) {
