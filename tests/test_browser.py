@@ -261,6 +261,38 @@ def test_reconnect_after_the_server_is_killed_and_restarted(hub_process: Any, pa
     assert got[-1]["payload"] == {"n": "after"}
 
 
+def test_restart_with_history_in_redis_recovers_what_the_page_missed(
+    hub_process: Any, pages: Any, redis_server: Any
+) -> None:
+    """History kept in Redis outlives a server process: the page's server is
+    killed, messages are published through another node meanwhile, and once
+    the server is restarted the page gets every one of them, in order, in the
+    same stream (``recovered``, never ``unrecoverable``)."""
+    common = ("--token", "tok", "--history", "100", "--redis", redis_server.url)
+    hub = hub_process(*common, "--node", "a")
+    other = hub_process(*common, "--node", "b")
+    page, publisher = pages(hub.origin + "/"), pages(other.origin + "/")
+    for client in (page, publisher):
+        start_client(client)
+        client.wait_for("c.state === 'open'")
+    subscribe(page, "news")
+    epoch = page.evaluate("s.epoch")
+    publisher.evaluate("c.publish('news', {n: 0})")
+    page.wait_for("t.got.length === 1")
+    hub.kill()
+    page.wait_for("c.state === 'connecting'")
+    for n in range(1, 6):
+        publisher.evaluate(f"c.publish('news', {{n: {n}}})")
+    hub.start()
+    got = page.wait_for("t.got.length === 6 && t.got", timeout=20)
+    assert [m["payload"]["n"] for m in got] == [0, 1, 2, 3, 4, 5]
+    assert [m["seq"] for m in got] == list(range(got[0]["seq"], got[0]["seq"] + 6))
+    assert events(page, "recovered")[-1]["value"]["missed"] == 5
+    assert events(page, "unrecoverable") == []
+    assert page.evaluate("s.epoch") == epoch
+    record_figure("restart_to_recovered_ms", got[-1]["at"] - hub.listening_at)
+
+
 @pytest.mark.parametrize("history", [True, False], ids=["with-history", "without-history"])
 def test_network_drop_recovers_missed_messages_with_history(
     hub_process: Any, pages: Any, history: bool
