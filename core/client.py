@@ -84,7 +84,8 @@ class ClientConnection(Connection):
             elif isinstance(event, h11.Data):
                 room = _MAX_REJECTION_BODY - len(self._rejection_body)
                 self._rejection_body += event.data[: max(room, 0)]
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            else:  # the rejection is complete (h11 never sees EOF: receive_eof handles it)
+                assert isinstance(event, h11.EndOfMessage), event
                 self._on_rejected()
 
     def receive_eof(self) -> None:
@@ -97,9 +98,7 @@ class ClientConnection(Connection):
 
     def _on_rejected(self) -> None:
         response = self._rejection
-        if response is None:
-            self._abort("connection closed before a handshake response")
-            return
+        assert response is not None  # called once a response head came
         self._events.append(
             Rejected(
                 status=response.status_code,

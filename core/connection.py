@@ -377,11 +377,13 @@ class Connection(FrameReader):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame if open, then drop."""
+        # Only OPEN and CLOSING connections read frames, answer pings and
+        # queue messages, the things that fail: a CLOSED one is never failed.
+        assert self._state is not State.CLOSED, "a closed connection cannot fail"
         if self._state is State.OPEN:
             self._queue_close_frame(code, truncate_reason(reason))
         self._close_transport = True
-        if self._state is not State.CLOSED:
-            self._finish(Closed(code=code, reason=reason, initiator=Side.LOCAL))
+        self._finish(Closed(code=code, reason=reason, initiator=Side.LOCAL))
 
     def _open(self, trailing: bytes, extensions: tuple[str, ...]) -> None:
         # wsproto's parser is created by the first frame the fast path cannot
@@ -407,15 +409,16 @@ class Connection(FrameReader):
         the application's (report its round trip)."""
         if self._pong_deadline is not None and payload == self._ping_payload:
             self._pong_deadline = None
-            if self.limits.ping_interval is not None:
-                self._next_ping = self._clock() + self.limits.ping_interval
+            interval = self.limits.ping_interval
+            assert interval is not None  # keepalive pings are sent only with an interval
+            self._next_ping = self._clock() + interval
             return
         pings = self._pings
         if pings and payload in pings:
-            for earlier in list(pings):  # oldest first: settled by this later pong
-                sent = pings.pop(earlier)
-                if earlier == payload:
-                    break
+            sent = pings[payload]
+            order = list(pings)  # oldest first: settled by this later pong
+            for earlier in order[: order.index(payload) + 1]:
+                del pings[earlier]
             if not pings:
                 self._pings = None  # an idle connection keeps no empty dict
             self._events.append(Pong(payload=payload, rtt=self._clock() - sent))
@@ -427,5 +430,6 @@ class Connection(FrameReader):
             # RFC 6455 §5.5.1: echo the status code; no code received means none sent.
             self._queue_close_frame(None if code == 1005 else code)
             self._finish(Closed(code=code, reason=reason, clean=True, initiator=Side.REMOTE))
-        elif self._state is State.CLOSING:
+        else:  # frames are read only while OPEN or CLOSING
+            assert self._state is State.CLOSING, self._state
             self._finish(Closed(code=code, reason=reason, clean=True, initiator=Side.LOCAL))

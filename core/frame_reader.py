@@ -324,7 +324,8 @@ class FrameReader:
                 elif opcode is WsOpcode.PONG:
                     assert isinstance(payload, bytes)
                     self._on_pong(payload)
-                elif opcode is WsOpcode.CLOSE:
+                else:  # wsproto gives continuations their message's opcode
+                    assert opcode is WsOpcode.CLOSE, opcode
                     assert isinstance(payload, tuple)
                     code, reason = payload
                     self._on_close_frame(int(code), reason)

@@ -208,12 +208,6 @@ class Registry:
     def of_principal(self, principal_id: str) -> list[str]:
         return list(self._by_principal.get(principal_id, ()))
 
-    def count_principal(self, principal_id: str) -> int:
-        return len(self._by_principal.get(principal_id, ()))
-
-    def count_host(self, host: str) -> int:
-        return self._by_host.get(host, 0)
-
     def is_empty(self) -> bool:
         """True when no connection and no count remain (used by tests)."""
         return not (self.entries or self.pending or self._by_principal or self._by_host)
