@@ -7,7 +7,7 @@ import logging
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from wshub.adapters import HandshakeRejected, HubServer, connect
@@ -74,3 +74,19 @@ async def test_no_log_line_carries_a_token(caplog: pytest.LogCaptureFixture) -> 
     for record in caplog.records:
         assert SECRET not in record.getMessage()
         assert SECRET not in (record.exc_text or "")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["host", "user-agent", "sec-websocket-protocol", "x-request-id"]),
+            st.text(alphabet=st.characters(codec="latin-1"), max_size=30),
+        ),
+        max_size=6,
+    )
+)
+def test_headers_without_credentials_are_kept_as_they_are(headers: list[tuple[str, str]]) -> None:
+    """Only credentials are hidden: every other header, a subprotocol list
+    without a token included, keeps its value."""
+    assume(all("wshub.bearer." not in value for _name, value in headers))
+    assert redact_headers(tuple(headers)) == tuple(headers)

@@ -339,3 +339,15 @@ def test_key_file_ignores_comments_and_blank_lines() -> None:
 def test_malformed_key_files(text: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_key_file(text)
+
+
+@pytest.mark.parametrize("claims_text", ["not*base64", "QR", "A"])
+def test_correctly_signed_claims_that_are_not_canonical_base64url_are_refused(
+    claims_text: str,
+) -> None:
+    """Claims that do not decode (a character outside base64url, stray low
+    bits in the last character, an impossible length) are malformed, even
+    signed with a key of the ring."""
+    signed = f"wst1.a.{claims_text}"
+    token = f"{signed}.{independent_signature(KEY_A, signed)}"
+    assert ring().check(token, 0) is TokenRejection.MALFORMED
