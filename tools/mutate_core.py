@@ -405,8 +405,11 @@ def run_mutant(mutant: Mutant, repo: Path, tests: list[str], timeout: float) -> 
             )
         except subprocess.TimeoutExpired:
             return "timeout"  # a hang is noticed too
+        output = result.stdout + result.stderr
+        if result.returncode == 4 and "ImportError while loading conftest" in output:
+            return "the import of the core (conftest)"
         if result.returncode in (4, 5):  # usage error, no tests collected: our fault
-            raise RuntimeError(f"{mutant}: pytest exited {result.returncode}\n{result.stdout}")
+            raise RuntimeError(f"{mutant}: pytest exited {result.returncode}\n{output}")
         if result.returncode == 0:
             return None
         for line in result.stdout.splitlines():
