@@ -412,8 +412,9 @@ def run_mutant(mutant: Mutant, repo: Path, tests: list[str], timeout: float) -> 
             raise RuntimeError(f"{mutant}: pytest exited {result.returncode}\n{output}")
         if result.returncode == 0:
             return None
-        for line in result.stdout.splitlines():
-            if line.startswith(("FAILED ", "ERROR ")):
+        for line in result.stdout.splitlines():  # pytest's summary: "FAILED tests/...: reason"
+            verdict, _, rest = line.partition(" ")
+            if verdict in ("FAILED", "ERROR") and rest.startswith("tests/"):
                 return line.split(" - ", 1)[0]
         return f"pytest exit {result.returncode}"
     finally:
