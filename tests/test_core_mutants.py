@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_core_client import client, switching
 
-from wshub.core import Limits, Opened, ServerConnection, State, TextMessage
+from wshub.core import Limits, Opened, Rejected, ServerConnection, State, TextMessage
 from wshub.core.auth import Principal
 from wshub.core.frames import encode_frame
 
@@ -112,3 +112,16 @@ def test_outbox_accounting_holds_through_overflow_and_close(
     handed += len(conn.data_to_send())
     assert conn.outbox_size == 0
     assert conn.bytes_queued == handed + dropped
+
+
+def test_a_rejection_keeps_the_first_64_kib_of_its_body() -> None:
+    """A server's refusal is reported with its body, of which the client keeps
+    64 KiB at most: a hostile server cannot make it hold more."""
+    body = bytes(range(256)) * 400  # 100 KiB
+    conn, _ = client()
+    head = f"HTTP/1.1 403 Forbidden\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    conn.receive_data(head + body[:70_000])
+    conn.receive_data(body[70_000:])
+    [rejected, _closed] = conn.events_received()
+    assert isinstance(rejected, Rejected)
+    assert rejected.body == body[: 64 * 1024]
