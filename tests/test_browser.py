@@ -400,6 +400,31 @@ def test_demo_page_chat_commands_reconnect_and_screenshots(hub_process: Any, pag
     two.screenshot(ARTIFACTS / "demo-reconnect.png")
 
 
+def test_demo_page_recovers_across_a_server_restart_with_redis(
+    hub_process: Any, pages: Any, redis_server: Any
+) -> None:
+    """The demo's reconnect after its server is killed and restarted: with the
+    history in Redis, a message sent through another node meanwhile shows up
+    marked recovered (a screenshot of it is saved)."""
+    common = ("--token", "tok", "--history", "100", "--redis", redis_server.url)
+    hub = hub_process(*common, "--node", "a")
+    other = hub_process(*common, "--node", "b")
+    one, two = pages(hub.origin + "/#token=tok"), pages(other.origin + "/#token=tok")
+    for page in (one, two):
+        page.wait_for("window.hub && hub.state === 'open'")
+    fill_and_send(two, "Grace", "Before the restart")
+    one.wait_for("document.querySelectorAll('#messages li').length === 1")
+    hub.kill()
+    one.wait_for("hub.state === 'connecting'")
+    fill_and_send(two, "Grace", "Sent while the first tab's server was down")
+    two.wait_for("document.querySelectorAll('#messages li').length === 2")
+    hub.start()
+    one.wait_for("hub.state === 'open'", timeout=15)
+    one.wait_for("document.querySelectorAll('#messages li.recovered').length === 1")
+    assert "recovered" in one.evaluate("document.getElementById('banner').textContent")
+    one.screenshot(ARTIFACTS / "demo-restart-redis.png")
+
+
 def test_readme_browser_example_runs(hub_process: Any, pages: Any) -> None:
     """The README's wshub.js example, as written (its import made dynamic for
     evaluation, and fetch("/token") answered with the server's token)."""
