@@ -193,6 +193,7 @@ class _Counters:
     publish_failures: int = 0
     received: int = 0
     lag: float = 0.0
+    pipelines: int = 0  # round trips carrying publications, fetches, presence and relays
 
 
 class RedisBroker:
@@ -301,6 +302,12 @@ class RedisBroker:
                 c.publish_failures,
             ),
             ("broker_received_total", "counter", "Publications from Redis.", c.received),
+            (
+                "broker_pipelines_total",
+                "counter",
+                "Pipelines sent to Redis (one round trip each, however many commands).",
+                c.pipelines,
+            ),
             (
                 "broker_lag_seconds",
                 "gauge",
@@ -491,6 +498,7 @@ class RedisBroker:
         fetch = client.register_script(_FETCH)
         presence = client.register_script(_PRESENCE)
         requests: list[tuple[Any, Any]] = []
+        self.counters.pipelines += 1
         async with client.pipeline(transaction=False) as pipe:
             for item in run:
                 if isinstance(item, Outgoing):

@@ -41,7 +41,7 @@ logger = logging.getLogger("wshub.client")
 Callback = Callable[[Any], Any]
 
 #: Server message types the client handles itself (not delivered as ``ServerMessage``).
-_PROTOCOL_TYPES = frozenset({"reply", "presence", "dropped", "error", "welcome"})
+_PROTOCOL_TYPES = frozenset({"reply", "presence", "dropped", "error", "welcome", "reset"})
 
 
 class Pending:
@@ -157,6 +157,8 @@ class Link:
             await self._on_topic_message(envelope, topic, seq)
         elif kind == "presence" and isinstance(topic, str):
             await self._on_presence_message(envelope, topic)
+        elif kind == "reset" and isinstance(topic, str):
+            await self._on_reset(envelope, topic)
         elif kind == "dropped":
             # The skipped seqs show as a gap at the topic's next message.
             logger.info("hub client: %s message(s) of %r dropped", envelope.get("payload"), topic)
@@ -246,6 +248,20 @@ class Link:
             self._catch_up(state)  # a live gap (``dropped``): fill it from history
             return
         await self._accept(state, envelope, seq)
+
+    async def _on_reset(self, envelope: dict[str, Any], topic: str) -> None:
+        """A server spanning several nodes could not continue the stream from
+        where this client was: take the new position, signal the gap."""
+        state = self._topics.get(topic)
+        payload = envelope.get("payload")
+        if state is None or state.confirmed_on != self._conn_no or not isinstance(payload, dict):
+            return
+        seq, epoch = payload.get("seq"), payload.get("epoch")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(epoch, str):
+            logger.warning("hub client: malformed reset for %r", topic)
+            return
+        state.catching_up = False
+        await self._signal_gap(state, state.cursor.reset(seq, epoch))
 
     def _catch_up(self, state: Topic) -> None:
         """Hook: read the topic's missed messages from history, then subscribe again."""

@@ -103,6 +103,21 @@ class Cursor:
             return None
         return {"seq": position.seq, "epoch": position.epoch}
 
+    def reset(self, seq: int, epoch: str) -> Gap:
+        """The server's ``reset``: the stream goes on after ``(seq, epoch)``;
+        what followed the cursor before is lost."""
+        last_seq, last_epoch = self.seq, self.epoch
+        self.seq, self.epoch = seq, epoch
+        changed = epoch != last_epoch
+        return Gap(
+            topic=self.topic,
+            reason=GapReason.EPOCH_CHANGED if changed else GapReason.NOT_RECOVERED,
+            last_seq=last_seq,
+            last_epoch=last_epoch,
+            resumed_at=seq,
+            epoch=epoch,
+        )
+
     def resume(self, reply: Reply, *, asked: bool) -> Gap | None:
         """Take a subscribe reply; the gap to signal, if messages are lost.
 

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from redis_support import RedisServer
 
-from wshub.adapters import BrokerUnavailable, HubServer, connect
+from wshub.adapters import BrokerUnavailable, Gap, HubClient, HubServer, Unrecovered, connect
 from wshub.adapters.broker_redis import RedisBroker
 from wshub.core.auth import SUBPROTOCOL, AccessPolicy, Principal, StaticTokens
 from wshub.core.hub_config import HubConfig
@@ -195,3 +195,48 @@ async def test_redis_lost_then_back_without_its_data(redis_server: RedisServer) 
             assert reset["payload"]["epoch"] == new
             message = await c.recv("message")
             assert (message["seq"], message["payload"]) == (seq, "after")
+
+
+async def test_a_burst_of_publishes_costs_one_round_trip(redis_server: RedisServer) -> None:
+    a = make_node(redis_server.url, "a")
+    broker = a.broker
+    assert isinstance(broker, RedisBroker)
+    async with running(a), client(a) as alice:
+        await alice.subscribe("burst")
+        await a.publish_async("burst", -1)
+        before = broker.counters.pipelines
+        for i in range(200):  # no await between: one batch for the writer
+            a.publish("burst", i)
+        got = [await alice.recv("message") for _ in range(201)]
+        assert [m["payload"] for m in got] == [-1, *range(200)]
+        assert broker.counters.pipelines - before == 1
+        assert "wshub_broker_pipelines_total" in broker.metrics_text()
+
+
+async def test_hub_client_is_told_of_a_new_epoch_by_reset(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    gaps: list[Gap] = []
+    async with (
+        running(a, b),
+        HubClient(b.url, token="tb", on_gap=gaps.append) as hub_client,
+        hub_client.subscribe("t") as sub,
+    ):
+        await a.publish_async("t", "old")
+        first = await sub.__anext__()
+        assert first.payload == "old"
+        redis_server.restart()  # same port, no data
+        with anyio.fail_after(15):
+            while True:  # until both nodes are back and the publish goes through
+                try:
+                    seq, epoch = await a.publish_async("t", "new")
+                    break
+                except BrokerUnavailable:
+                    await anyio.sleep(0.1)
+        with anyio.fail_after(10), pytest.raises(Unrecovered) as lost:
+            await sub.__anext__()
+        assert lost.value.gap.epoch_changed
+        assert lost.value.gap.epoch == epoch
+        with anyio.fail_after(10):
+            message = await sub.__anext__()
+        assert (message.seq, message.epoch, message.payload) == (seq, epoch, "new")
+        assert [g.epoch for g in gaps] == [epoch]

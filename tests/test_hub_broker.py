@@ -485,6 +485,9 @@ def test_encoded_sends_reach_local_connections() -> None:
     alice, bob = a.connect("alice"), a.connect("bob")
     data = a.hub.encode("note", {"n": 1})
     assert json.loads(data)["payload"] == {"n": 1}
+    assert json.loads(a.hub.encode("presence", None, topic="room"))["topic"] == "room"
+    with pytest.raises(ValueError, match="message_type"):
+        a.hub.encode("", None)
     assert a.hub.broadcast_encoded(data, exclude=bob.conn_id) == 1
     assert a.hub.send_encoded_to(bob.conn_id, data) == 1
     assert a.hub.send_encoded_to("nobody", data) == 0
