@@ -233,7 +233,13 @@ class Brokered:
     ) -> int:
         """Give an answered waiter an arrival it lacks; live once in step with the node."""
         seq, epoch = item[0], item[1]
-        if epoch != waiter.epoch or seq > waiter.seq + 1:
+        if epoch != waiter.epoch:
+            # Another stream than the answer's: older (published before the
+            # read) or newer; a fetch read from now on tells which, and holds
+            # this one if it is the newer: it need not be held.
+            self._rewait(state, conn_id, (waiter.seq, waiter.epoch), [])
+            return 0
+        if seq > waiter.seq + 1:
             self._rewait(state, conn_id, (waiter.seq, waiter.epoch), [item])
             return 0
         sent = 0
