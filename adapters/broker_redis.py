@@ -348,6 +348,7 @@ class RedisBroker:
             retry_policy=NoRetryPolicy(),
             connect_timeout=self.connect_timeout,
             stream_timeout=self.command_timeout,
+            client_name=f"wshub:{self.node}",  # CLIENT LIST shows whose link it is
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -240,3 +240,36 @@ async def test_hub_client_is_told_of_a_new_epoch_by_reset(redis_server: RedisSer
             message = await sub.__anext__()
         assert (message.seq, message.epoch, message.payload) == (seq, epoch, "new")
         assert [g.epoch for g in gaps] == [epoch]
+
+
+async def test_a_node_whose_link_drops_catches_up_from_the_stream(
+    redis_server: RedisServer,
+) -> None:
+    """Node b's connections to Redis are killed while node a publishes: b
+    reconnects, listens again and gives its subscriber what it missed from the
+    stream, in order, each message once."""
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b), client(b, "tb") as bob:
+        await bob.subscribe("t")
+        await a.publish_async("t", 0)
+        assert (await bob.recv("message"))["payload"] == 0
+        listing = redis_server.command("CLIENT", "LIST")
+        assert isinstance(listing, bytes)
+        ids = [
+            line.split(b"id=")[1].split()[0]
+            for line in listing.splitlines()
+            if b"name=wshub:b " in line + b" "
+        ]
+        assert ids
+        for client_id in ids:
+            redis_server.command("CLIENT", "KILL", "ID", client_id)
+        for i in range(1, 31):
+            await a.publish_async("t", i)
+            await anyio.sleep(0.005)
+        got = [await bob.recv("message") for _ in range(30)]
+        assert [(m["seq"], m["payload"]) for m in got] == [(i + 1, i) for i in range(1, 31)]
+        assert b.broker is not None
+        assert isinstance(b.broker, RedisBroker)
+        assert b.broker.counters.reconnects >= 1
+        # b's own channel brought 21-22 of the 31 here (runs of 2026-12-06): the
+        # others came from the stream, not from its link (not asserted: timing).
