@@ -122,6 +122,16 @@ redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
 
+# KEYS: presence hash, node's member set. ARGV: conn id, "node\nprincipal", member,
+# channel, join message. A member a survivor removed is recorded and announced again.
+_REJOIN = """
+redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return 1
+"""
+
 # KEYS: nodes zset. ARGV: node, ttl (ms), key prefix. Refresh this node's
 # deadline (Redis's clock), then take every node past its deadline and return
 # its members as {topic, conn id, principal, ...}, removed from presence.
@@ -239,6 +249,8 @@ class RedisBroker:
         self._channels: set[str] = set()  # topics listened to
         self._ps: Any = None
         self._connected_once = False
+        # this node's presence members: (topic, conn id) -> (principal, join envelope)
+        self._members: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._ctl = f"{prefix}:ctl"
 
     # -- the Broker protocol -----------------------------------------------------------
@@ -428,10 +440,12 @@ class RedisBroker:
                 self._ps = ps
                 await ps.subscribe(self._ctl)
                 self._channels = set()
-                await self._sweep(client, own=True)
-                self._up = True
                 if self._connected_once:
                     self.counters.reconnects += 1
+                    await self._rejoin(client)
+                else:
+                    await self._sweep(client, own=True)  # a node of this name that died
+                self._up = True
                 self._connected_once = True
                 self._queue[:0] = self._backlog
                 self._backlog = []
@@ -534,6 +548,11 @@ class RedisBroker:
                         client=pipe,
                     )
                 elif isinstance(item, PresenceOut):
+                    key = (item.topic, item.conn_id)
+                    if item.joined:
+                        self._members[key] = (item.principal_id, item.envelope)
+                    else:
+                        self._members.pop(key, None)
                     request = presence(
                         keys=[self._presence(item.topic), f"{self.prefix}:nm:{self.node}"],
                         args=[
@@ -626,6 +645,27 @@ class RedisBroker:
             hub.disconnect(target, int(code), reason.decode())
 
     # -- presence of nodes ---------------------------------------------------------------
+
+    async def _rejoin(self, client: Any) -> None:
+        """After a lost link: record this node's members again. A survivor may
+        have declared this node dead meanwhile (their ``leave`` went out):
+        those it removed join again, announced to the other nodes."""
+        if not self._members:
+            return
+        script = client.register_script(_REJOIN)
+        async with client.pipeline(transaction=False) as pipe:
+            for (topic, conn_id), (principal, envelope) in self._members.items():
+                script(
+                    keys=[self._presence(topic), f"{self.prefix}:nm:{self.node}"],
+                    args=[
+                        conn_id,
+                        f"{self.node}\n{principal}",
+                        f"{topic}\n{conn_id}",
+                        self._channel(topic),
+                        b"r" + self.node.encode() + b"\n" + envelope,
+                    ],
+                    client=pipe,
+                )
 
     async def _beat(self, client: Any) -> None:
         while True:

@@ -253,16 +253,7 @@ async def test_a_node_whose_link_drops_catches_up_from_the_stream(
         await bob.subscribe("t")
         await a.publish_async("t", 0)
         assert (await bob.recv("message"))["payload"] == 0
-        listing = redis_server.command("CLIENT", "LIST")
-        assert isinstance(listing, bytes)
-        ids = [
-            line.split(b"id=")[1].split()[0]
-            for line in listing.splitlines()
-            if b"name=wshub:b " in line + b" "
-        ]
-        assert ids
-        for client_id in ids:
-            redis_server.command("CLIENT", "KILL", "ID", client_id)
+        kill_links(redis_server, "b")
         for i in range(1, 31):
             await a.publish_async("t", i)
             await anyio.sleep(0.005)
@@ -273,3 +264,41 @@ async def test_a_node_whose_link_drops_catches_up_from_the_stream(
         assert b.broker.counters.reconnects >= 1
         # b's own channel brought 21-22 of the 31 here (runs of 2026-12-06): the
         # others came from the stream, not from its link (not asserted: timing).
+
+
+def kill_links(redis_server: RedisServer, node: str) -> None:
+    """Close every connection of ``node``'s broker, from the Redis side."""
+    listing = redis_server.command("CLIENT", "LIST")
+    assert isinstance(listing, bytes)
+    ids = [
+        line.split(b"id=")[1].split()[0]
+        for line in listing.splitlines()
+        if f"name=wshub:{node} ".encode() in line + b" "
+    ]
+    assert ids
+    for client_id in ids:
+        redis_server.command("CLIENT", "KILL", "ID", client_id)
+
+
+async def test_a_node_back_after_being_swept_records_its_members_again(
+    redis_server: RedisServer,
+) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    for node in (a, b):
+        node.configure_topic("room", presence=True)
+    async with running(a, b), client(a) as alice, client(b, "tb") as bob:
+        await alice.subscribe("room")
+        await alice.recv("presence")  # its own join
+        await bob.subscribe("room")
+        assert (await bob.recv())["payload"]["principal"] == "bob"  # its own join
+        assert (await alice.recv("presence"))["payload"]["principal"] == "bob"
+        # as a survivor's sweep would, while b's link was down
+        assert redis_server.command("HDEL", "wshub:p:room", bob.conn_id) == 1
+        kill_links(redis_server, "b")
+        joined = await alice.recv("presence")
+        assert joined["payload"] == {"event": "join", "conn_id": bob.conn_id, "principal": "bob"}
+        assert redis_server.command("HEXISTS", "wshub:p:room", bob.conn_id) == 1
+        # nothing else reaches bob meanwhile: no presence repeated, no replay
+        await a.publish_async("room", "marker")
+        marker = await bob.recv()
+        assert (marker["message_type"], marker["payload"]) == ("message", "marker")
