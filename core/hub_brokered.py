@@ -229,9 +229,17 @@ class Brokered:
         return delivered
 
     def _feed(
-        self, state: Topic, conn_id: str, waiter: Waiter, item: Arrival, message: PreparedMessage
+        self,
+        state: Topic,
+        conn_id: str,
+        waiter: Waiter,
+        item: Arrival,
+        message: PreparedMessage,
+        *,
+        promote: bool = True,
     ) -> int:
-        """Give an answered waiter an arrival it lacks; live once in step with the node."""
+        """Give an answered waiter an arrival it lacks; live once in step with the
+        node (with ``promote``: ``_settle`` promotes after all it held)."""
         seq, epoch = item[0], item[1]
         if epoch != waiter.epoch:
             # Another stream than the answer's: older (published before the
@@ -246,7 +254,8 @@ class Brokered:
         if seq == waiter.seq + 1:
             waiter.seq = seq
             sent = int(self._out.send(self._out.registry.entries[conn_id], message))
-        _promote(state, conn_id, waiter)
+        if promote:
+            _promote(state, conn_id, waiter)
         return sent
 
     def answered(self, answer: StreamAnswer) -> None:
@@ -314,13 +323,13 @@ class Brokered:
         waiter.seq, waiter.epoch = seq, epoch
         held, waiter.held = waiter.held, []
         for i, item in enumerate(held):
-            current = state.waiting.get(conn_id)
-            if current is not waiter:  # live, or waiting again: the rest goes with it
-                if current is not None:
-                    current.held.extend(held[i:])
+            current = state.waiting[conn_id]
+            if current is not waiter:  # waiting again: the rest goes with it
+                current.held.extend(held[i:])
                 return
-            self._feed(state, conn_id, waiter, item, PreparedMessage(item[2], text=True))
-        if state.waiting.get(conn_id) is waiter:
+            message = PreparedMessage(item[2], text=True)
+            self._feed(state, conn_id, waiter, item, message, promote=False)
+        if state.waiting[conn_id] is waiter:
             _promote(state, conn_id, waiter)
 
     def _fits(

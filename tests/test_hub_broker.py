@@ -676,3 +676,28 @@ def test_presence_from_another_node_skips_subscribers_still_waiting() -> None:
     assert a.hub.presence_arrived("room", a.hub.encode("presence", {"event": "join"})) == 0
     a.answer_all()
     assert kinds(alice) == ["reply", "presence"]
+
+
+def test_a_gap_in_what_a_waiter_held_sends_it_back_to_the_stream() -> None:
+    broker, (a, b) = nodes()
+    bob, carol = b.connect("bob"), b.connect("carol")
+    sub(b, bob)
+    pub(a, "t", 1)
+    b.deliver()
+    broker.answer_fetches = False
+    sub(b, carol, since=(1, broker.streams["t"].epoch))
+    pub(a, "t", 2)
+    pub(a, "t", 3)
+    b.inbox.popleft()  # 2 never reaches b
+    b.deliver()  # 3: carol holds it, bob waits for the stream
+    [carols, bobs] = b.unanswered
+    b.unanswered = []
+    answer = broker.answer(carols)
+    b.hub.answered(type(answer)(ref=answer.ref, topic="t", seq=1, epoch=answer.epoch))
+    assert [m.get("seq") for m in carol.receive()] == [None]  # the reply; 3 is past a gap
+    broker.answer_fetches = True
+    b.hub.answered(broker.answer(bobs))
+    b.pump()
+    assert messages(carol) == [(2, 2), (3, 3)]
+    assert messages(bob) == [(1, 1), (2, 2), (3, 3)]
+    assert b.hub.subscribers("t") == [bob.conn_id, carol.conn_id]
