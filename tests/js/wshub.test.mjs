@@ -436,6 +436,22 @@ describe("topics", () => {
     assert.deepEqual(got, [3]);
   });
 
+  test("a `reset` (several nodes: a new epoch) is an `unrecoverable` event; the new stream follows", async () => {
+    const { client, last, named } = await connected();
+    const got = [];
+    client.subscribe("chat", (p) => got.push(p));
+    last().reply("subscribe", { topic: "chat", seq: 5, epoch: "e1" });
+    await flush();
+    message(last(), "chat", 6);
+    last().serverSend({ message_type: "reset", topic: "chat", payload: { epoch: "e2", seq: 0 } });
+    last().serverSend({ message_type: "reset", topic: "other", payload: { epoch: "e2", seq: 0 } });
+    message(last(), "chat", 1); // the new stream's first message, not a duplicate of the old 1
+    assert.deepEqual(named("unrecoverable"), [
+      { topic: "chat", seq: 0, epoch: "e2", previous: { seq: 6, epoch: "e1" } },
+    ]);
+    assert.deepEqual(got, [6, 1]);
+  });
+
   test("a `dropped` notice: subscribe again with since; live messages wait for the replay", async () => {
     const { client, last, named } = await connected();
     const got = [];

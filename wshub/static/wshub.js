@@ -419,6 +419,7 @@ export class WshubClient {
     if (typeof env.topic === "string") {
       if (type === "presence") return this._presence(env);
       if (type === "dropped") return this._dropped(env);
+      if (type === "reset") return this._reset(env);
       if (typeof env.seq === "number") return this._topicMessage(env);
     }
     this._emit("message", env);
@@ -622,6 +623,20 @@ export class WshubClient {
     if (!sub || sub.filling || sub.seq === null || sub.epoch === null || this._state !== "open") return;
     sub.filling = true;
     this._subscribe(env.topic, sub);
+  }
+
+  /** A server spanning several nodes could not go on from this client's
+   * position (its broker lost the stream, or the history no longer reached
+   * back): the stream goes on after the notice's position. Never a silent
+   * gap: an `unrecoverable` event, as for `recovered: false`. */
+  _reset(env) {
+    const sub = this._topics.get(env.topic);
+    const p = env.payload || {};
+    if (!sub || typeof p.seq !== "number" || typeof p.epoch !== "string") return;
+    const previous = sub.seq === null ? null : { seq: sub.seq, epoch: sub.epoch };
+    sub.seq = p.seq;
+    sub.epoch = p.epoch;
+    this._emit("unrecoverable", { topic: env.topic, seq: p.seq, epoch: p.epoch, previous });
   }
 
   _topicMessage(env) {
