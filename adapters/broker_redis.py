@@ -249,6 +249,7 @@ class RedisBroker:
         self._channels: set[str] = set()  # topics listened to
         self._ps: Any = None
         self._connected_once = False
+        self._shas: dict[str, str] = {}  # script source -> SHA loaded on this link
         # this node's presence members: (topic, conn id) -> (principal, join envelope)
         self._members: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._ctl = f"{prefix}:ctl"
@@ -434,6 +435,13 @@ class RedisBroker:
         assert runtime is not None
         async with self._client() as client:
             await client.ping()
+            # Loaded once per link: pipelines then call them by their SHA alone
+            # (a pipeline of registered scripts asks SCRIPT EXISTS first: a
+            # second round trip per burst).
+            self._shas = {
+                source: _text(await client.script_load(source))
+                for source in (_PUBLISH, _FETCH, _PRESENCE, _REJOIN, _HEARTBEAT)
+            }
             async with client.pubsub(
                 retry_policy=NoRetryPolicy(), ignore_subscribe_messages=True
             ) as ps:
@@ -509,15 +517,14 @@ class RedisBroker:
             return
         runtime = self._runtime
         assert runtime is not None
-        publish = client.register_script(_PUBLISH)
-        fetch = client.register_script(_FETCH)
-        presence = client.register_script(_PRESENCE)
+        shas = self._shas
         requests: list[tuple[Any, Any]] = []
         self.counters.pipelines += 1
         async with client.pipeline(transaction=False) as pipe:
             for item in run:
                 if isinstance(item, Outgoing):
-                    request = publish(
+                    request = pipe.evalsha(
+                        shas[_PUBLISH],
                         keys=[self._meta(item.topic), self._stream(item.topic)],
                         args=[
                             item.head,
@@ -529,10 +536,10 @@ class RedisBroker:
                             self._channel(item.topic),
                             int(time.time() * 1000),
                         ],
-                        client=pipe,
                     )
                 elif isinstance(item, Fetch):
-                    request = fetch(
+                    request = pipe.evalsha(
+                        shas[_FETCH],
                         keys=[
                             self._meta(item.topic),
                             self._stream(item.topic),
@@ -545,7 +552,6 @@ class RedisBroker:
                             item.limit,
                             int(item.presence),
                         ],
-                        client=pipe,
                     )
                 elif isinstance(item, PresenceOut):
                     key = (item.topic, item.conn_id)
@@ -553,7 +559,8 @@ class RedisBroker:
                         self._members[key] = (item.principal_id, item.envelope)
                     else:
                         self._members.pop(key, None)
-                    request = presence(
+                    request = pipe.evalsha(
+                        shas[_PRESENCE],
                         keys=[self._presence(item.topic), f"{self.prefix}:nm:{self.node}"],
                         args=[
                             int(item.joined),
@@ -564,7 +571,6 @@ class RedisBroker:
                             self._channel(item.topic),
                             b"r" + self.node.encode() + b"\n" + item.envelope,
                         ],
-                        client=pipe,
                     )
                 else:
                     request = pipe.publish(self._ctl, item[1])
@@ -652,10 +658,11 @@ class RedisBroker:
         those it removed join again, announced to the other nodes."""
         if not self._members:
             return
-        script = client.register_script(_REJOIN)
+        sha = self._shas[_REJOIN]
         async with client.pipeline(transaction=False) as pipe:
             for (topic, conn_id), (principal, envelope) in self._members.items():
-                script(
+                pipe.evalsha(
+                    sha,
                     keys=[self._presence(topic), f"{self.prefix}:nm:{self.node}"],
                     args=[
                         conn_id,
@@ -664,7 +671,6 @@ class RedisBroker:
                         self._channel(topic),
                         b"r" + self.node.encode() + b"\n" + envelope,
                     ],
-                    client=pipe,
                 )
 
     async def _beat(self, client: Any) -> None:
@@ -678,14 +684,15 @@ class RedisBroker:
         members' ``leave``."""
         runtime = self._runtime
         assert runtime is not None
-        script = client.register_script(_HEARTBEAT)
+        sha = self._shas[_HEARTBEAT]
         nodes = f"{self.prefix}:nodes"
         if own:
             await client.zrem(nodes, [self.node])
             members = await client.smembers(f"{self.prefix}:nm:{self.node}")
             if members:
                 await client.zadd(nodes, {self.node: 0})
-        gone = await script(
+        gone = await client.evalsha(
+            sha,
             keys=[nodes],
             args=[self.node, int(self.presence_ttl * 1000), self.prefix],
         )

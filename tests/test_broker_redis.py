@@ -197,6 +197,18 @@ async def test_redis_lost_then_back_without_its_data(redis_server: RedisServer) 
             assert (message["seq"], message["payload"]) == (seq, "after")
 
 
+def command_stats(redis_server: RedisServer) -> dict[str, int]:
+    """Calls per command so far, from Redis (INFO commandstats)."""
+    info = redis_server.command("INFO", "commandstats")
+    assert isinstance(info, bytes)
+    calls: dict[str, int] = {}
+    for line in info.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_") :].split(":", 1)
+            calls[name] = int(rest.split("calls=")[1].split(",")[0])
+    return calls
+
+
 async def test_a_burst_of_publishes_costs_one_round_trip(redis_server: RedisServer) -> None:
     a = make_node(redis_server.url, "a")
     broker = a.broker
@@ -205,11 +217,17 @@ async def test_a_burst_of_publishes_costs_one_round_trip(redis_server: RedisServ
         await alice.subscribe("burst")
         await a.publish_async("burst", -1)
         before = broker.counters.pipelines
+        stats = command_stats(redis_server)
         for i in range(200):  # no await between: one batch for the writer
             a.publish("burst", i)
         got = [await alice.recv("message") for _ in range(201)]
         assert [m["payload"] for m in got] == [-1, *range(200)]
         assert broker.counters.pipelines - before == 1
+        after = command_stats(redis_server)
+        # Redis's own count: 200 script calls and no SCRIPT EXISTS (nothing but
+        # the scripts went out with them; heartbeats use EVALSHA too, at most a few)
+        assert 200 <= after.get("evalsha", 0) - stats.get("evalsha", 0) <= 210
+        assert after.get("script|exists", 0) == stats.get("script|exists", 0)
         assert "wshub_broker_pipelines_total" in broker.metrics_text()
 
 
