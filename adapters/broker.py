@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from anyio.abc import TaskStatus
 
 from ..core.errors import WsHubError
-from ..core.hub_broker import Outgoing
+from ..core.hub_broker import Fetch, Outgoing, StreamAnswer
 
 if TYPE_CHECKING:
     from .hub_runtime import HubRuntime
@@ -59,6 +59,9 @@ class Broker(Protocol):
 
     async def publish_wait(self, outgoing: Outgoing) -> tuple[int, str]:
         """Send a publication and wait for its ``(seq, epoch)``."""
+
+    async def fetch_wait(self, fetch: Fetch) -> StreamAnswer:
+        """Read a topic's stream for the application (``history_async``)."""
 
     def relay(self, kind: str, target: str | Collection[str] | None, data: bytes) -> None:
         """Carry a direct send done on this node to the others: ``kind`` is

@@ -197,6 +197,14 @@ class _Wait:
 
 
 @dataclass(slots=True)
+class _Read:
+    """A server-side history read waiting for its answer."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    answer: StreamAnswer | None = None
+
+
+@dataclass(slots=True)
 class _Counters:
     reconnects: int = 0
     publishes: int = 0
@@ -246,6 +254,7 @@ class RedisBroker:
         self._queue: list[BrokerCommand | tuple[str, bytes]] = []  # commands, control messages
         self._backlog: list[BrokerCommand] = []  # not done when the link went down
         self._waits: dict[int, _Wait] = {}
+        self._reads: dict[int, _Read] = {}
         self._channels: set[str] = set()  # topics listened to
         self._ps: Any = None
         self._connected_once = False
@@ -286,6 +295,20 @@ class RedisBroker:
         if wait.result is None:
             raise BrokerUnavailable(wait.error or f"redis unavailable ({self.url})")
         return wait.result
+
+    async def fetch_wait(self, fetch: Fetch) -> StreamAnswer:
+        if not self._up:
+            raise BrokerUnavailable(f"redis unavailable ({self.url})")
+        wait = self._reads[fetch.ref] = _Read()
+        try:
+            self._queue.append(fetch)
+            self.wake()
+            await wait.done.wait()
+        finally:
+            self._reads.pop(fetch.ref, None)
+        if wait.answer is None:
+            raise BrokerUnavailable(f"redis unavailable ({self.url})")
+        return wait.answer
 
     def relay(self, kind: str, target: str | Collection[str] | None, data: bytes) -> None:
         if not self._up:
@@ -427,6 +450,8 @@ class RedisBroker:
         for item in queue:
             if isinstance(item, Outgoing):
                 self._failed(item.ref, "redis unavailable")
+            elif isinstance(item, Fetch) and item.ref in self._reads:
+                self._reads[item.ref].done.set()  # the application's read fails
             elif not isinstance(item, tuple):
                 self._backlog.append(item)
 
@@ -587,7 +612,12 @@ class RedisBroker:
                 else:
                     runtime.broker_events(runtime.hub.published(item.ref, seq, epoch))
             elif isinstance(item, Fetch):
-                runtime.hub.answered(_answer(item, result))
+                read = self._reads.get(item.ref)
+                if read is not None:
+                    read.answer = _answer(item, result)
+                    read.done.set()
+                else:
+                    runtime.hub.answered(_answer(item, result))
 
     def _failed(self, ref: int, message: str) -> None:
         runtime = self._runtime

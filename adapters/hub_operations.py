@@ -18,6 +18,7 @@ from anyio.lowlevel import EventLoopToken, current_token
 
 from ..core.errors import WsHubError
 from ..core.hub import Hub
+from ..core.hub_brokered import page_of
 from ..core.hub_events import HubEvent
 from ..core.hub_recovery import HistoryPage
 from ..core.hub_stats import HubStats
@@ -261,6 +262,18 @@ class HubOperations:
         """The envelopes ``topic`` keeps (see ``Hub.history``)."""
         self.loop.check("history")
         return self.hub.history(topic, since=since, limit=limit)
+
+    async def history_async(
+        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """``history``, read from the broker when there is one (its streams hold
+        the history; raises ``BrokerUnavailable`` if it cannot be reached)."""
+        self.loop.check("history_async")
+        broker = self.broker
+        if broker is None:
+            return self.hub.history(topic, since=since, limit=limit)
+        fetch = self.hub.history_fetch(topic, since=since, limit=limit)
+        return page_of(await broker.fetch_wait(fetch), since)
 
     def connections(self) -> list[ConnectionInfo]:
         """The open connections (live objects: read them in the loop)."""

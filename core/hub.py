@@ -42,7 +42,7 @@ from .envelope import Codec, JsonCodec, RequestId
 from .errors import LocalProtocolError
 from .frames import PreparedMessage
 from .history import check_history_settings
-from .hub_broker import BrokerCommand, Outgoing, StreamAnswer
+from .hub_broker import BrokerCommand, Fetch, Outgoing, StreamAnswer
 from .hub_brokered import Brokered
 from .hub_commands import Commands
 from .hub_config import HubConfig
@@ -288,6 +288,16 @@ class Hub:
         check_message_type(message_type)
         return self._brokered.outgoing(topic, payload, message_type, droppable)
 
+    def history_fetch(
+        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
+    ) -> Fetch:
+        """What to read from the broker for ``history`` (same arguments); the
+        driver runs it and turns the answer into a page with
+        ``hub_brokered.page_of(answer, since)``. Not queued."""
+        check_topic_name(topic)
+        check_history_read(since, limit)
+        return self._brokered.history_fetch(topic, since, limit)
+
     def publication(
         self, topic: str, seq: int, epoch: str, envelope: bytes, *, droppable: bool = False
     ) -> int:
@@ -407,7 +417,8 @@ class Hub:
         """The envelopes ``topic`` keeps: after ``since`` = ``(seq, epoch)``
         when given (none unless that position is recoverable: same epoch,
         history reaching back to ``seq + 1``), else the newest; at most
-        ``limit`` (default: all), oldest first."""
+        ``limit`` (default: all), oldest first. With a broker this node holds
+        no history: read it with ``history_fetch``."""
         check_topic_name(topic)
         check_history_read(since, limit)
         return self._topics.read_history(topic, since, limit)

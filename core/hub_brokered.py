@@ -22,6 +22,7 @@ topic's stream:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .envelope import ErrorCode, Request, RequestId, encode_topic_parts
@@ -46,7 +47,7 @@ from .topics import Topic
 if TYPE_CHECKING:
     from .hub_topics import Topics
 
-__all__ = ["Brokered"]
+__all__ = ["Brokered", "page_of"]
 
 
 class Brokered:
@@ -408,6 +409,22 @@ class Brokered:
             envelope = out.prepare("reply", None, id=request_id, ok=False, error=(code, message))
         out.send(entry, envelope)
 
+    def history_fetch(self, name: str, since: Position | None, limit: int | None) -> Fetch:
+        """A fetch for a server-side history read (not queued: the driver runs it
+        and makes the page with ``page_of``); ``limit`` None: all the topic keeps."""
+        if limit is None:
+            state = self._topics.topics.get(name)
+            size = self._out.config.history_size
+            limit = max(size if state is None else self._topics.bounds(state).size, 1)
+        return Fetch(
+            ref=self._ref(),
+            topic=name,
+            after=None if since is None else since[0],
+            epoch=None if since is None else since[1],
+            limit=limit,
+            presence=False,
+        )
+
     def on_history(
         self, entry: _Entry, name: str, request_id: RequestId, since: Position | None, limit: int
     ) -> None:
@@ -433,38 +450,39 @@ class Brokered:
         entry = out.registry.entries.get(conn_id)
         if entry is None:
             return
-        recovered: bool | None = None
-        data = list(answer.entries)
-        if since is not None:
-            recovered = _continues(since, answer)
-            data = data[:limit] if recovered else []
-        start = data[0][0] if data else answer.seq + 1
+        whole = page_of(answer, since)
         timestamp = int(out.wall_clock() * 1000)
-        page = HistoryPage(
-            topic=answer.topic,
-            seq=answer.seq,
-            epoch=answer.epoch,
-            recovered=recovered,
-            start=start,
-            envelopes=(),
-        )
-        head = encode_history_reply(page, request_id, timestamp, out.codec)
+        head = encode_history_reply(replace(whole, envelopes=()), request_id, timestamp, out.codec)
         connection = entry.connection
         room = connection.limits.max_outbox_size - connection.outbox_size - frame_bound(len(head))
-        envelopes = [d for _, d in data]
+        envelopes = list(whole.envelopes[:limit])
         kept = _fit(envelopes, room, not connection.outbox_size, newest=since is None)
+        start = whole.start
         if since is None:
             start += len(envelopes) - len(kept)
-        page = HistoryPage(
-            topic=answer.topic,
-            seq=answer.seq,
-            epoch=answer.epoch,
-            recovered=recovered,
-            start=start,
-            envelopes=tuple(kept),
-        )
+        page = replace(whole, start=start, envelopes=tuple(kept))
         reply = encode_history_reply(page, request_id, timestamp, out.codec)
         out.send(entry, PreparedMessage(reply, text=True))
+
+
+def page_of(answer: StreamAnswer, since: Position | None) -> HistoryPage:
+    """A history read answered by the broker: the entries after ``since`` when
+    the stream goes on from it (``recovered``), else none; without ``since``,
+    the entries read (the newest)."""
+    recovered: bool | None = None
+    entries = answer.entries
+    if since is not None:
+        recovered = _continues(since, answer)
+        if not recovered:
+            entries = ()
+    return HistoryPage(
+        topic=answer.topic,
+        seq=answer.seq,
+        epoch=answer.epoch,
+        recovered=recovered,
+        start=entries[0][0] if entries else answer.seq + 1,
+        envelopes=tuple(data for _, data in entries),
+    )
 
 
 def _promote(state: Topic, conn_id: str, waiter: Waiter) -> None:

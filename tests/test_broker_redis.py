@@ -320,3 +320,21 @@ async def test_a_node_back_after_being_swept_records_its_members_again(
         await a.publish_async("room", "marker")
         marker = await bob.recv()
         assert (marker["message_type"], marker["payload"]) == ("message", "marker")
+
+
+async def test_server_side_history_reads_redis(redis_server: RedisServer) -> None:
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    async with running(a, b):
+        for i in range(4):
+            _, epoch = await a.publish_async("t", i)
+        page = await b.history_async("t", since=(1, epoch), limit=2)
+        assert (page.seq, page.epoch, page.recovered, page.start) == (4, epoch, True, 2)
+        assert [json.loads(e)["payload"] for e in page.envelopes] == [1, 2]
+        newest = await b.history_async("t")
+        assert [json.loads(e)["payload"] for e in newest.envelopes] == [0, 1, 2, 3]
+        redis_server.kill()
+        with anyio.fail_after(10):
+            while b.broker is not None and b.broker.up:
+                await anyio.sleep(0.05)
+        with pytest.raises(BrokerUnavailable):
+            await b.history_async("t")

@@ -22,6 +22,7 @@ from wshub.core import Limits
 from wshub.core.envelope import encode_envelope, encode_topic_parts
 from wshub.core.errors import LocalProtocolError
 from wshub.core.hub_broker import Fetch, Listen, Outgoing, PresenceOut, Unlisten
+from wshub.core.hub_brokered import page_of
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import PresenceChanged, Published
 from wshub.core.topics import TopicPolicy
@@ -701,3 +702,26 @@ def test_a_gap_in_what_a_waiter_held_sends_it_back_to_the_stream() -> None:
     assert messages(carol) == [(2, 2), (3, 3)]
     assert messages(bob) == [(1, 1), (2, 2), (3, 3)]
     assert b.hub.subscribers("t") == [bob.conn_id, carol.conn_id]
+
+
+def test_server_side_history_reads_through_a_fetch() -> None:
+    broker, (a, b) = nodes(history=3)
+    for i in range(1, 6):
+        pub(a, "t", i)
+    epoch = broker.streams["t"].epoch
+    fetch = b.hub.history_fetch("t")
+    assert (fetch.after, fetch.limit, fetch.presence) == (None, 3, False)
+    assert b.hub.broker_commands() == []  # not queued: the driver runs it
+    page = page_of(broker.answer(fetch), None)
+    assert (page.seq, page.epoch, page.recovered, page.start) == (5, epoch, None, 3)
+    assert [json.loads(e)["payload"] for e in page.envelopes] == [3, 4, 5]
+    since = (3, epoch)
+    page = page_of(broker.answer(b.hub.history_fetch("t", since=since, limit=1)), since)
+    assert (page.recovered, page.start, len(page.envelopes)) == (True, 4, 1)
+    page = page_of(broker.answer(b.hub.history_fetch("t", since=(1, epoch))), (1, epoch))
+    assert (page.recovered, page.start, page.envelopes) == (False, 6, ())
+    b.hub.configure_topic("kept", history_size=7)
+    assert b.hub.history_fetch("kept").limit == 7
+    with pytest.raises(ValueError, match="limit"):
+        b.hub.history_fetch("t", limit=-1)
+    assert b.hub.history("t").envelopes == ()  # this node holds no history
