@@ -50,6 +50,7 @@ from ..core.hub_broker import (
     StreamAnswer,
     Unlisten,
 )
+from ..core.hub_events import HubEvent, PresenceChanged
 from .broker import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -729,6 +730,7 @@ class RedisBroker:
         if not gone:
             return
         hub = runtime.hub
+        events: list[HubEvent] = []
         async with client.pipeline(transaction=False) as pipe:
             for i in range(0, len(gone), 3):
                 topic, conn_id, principal = (_text(x) for x in gone[i : i + 3])
@@ -736,6 +738,12 @@ class RedisBroker:
                 envelope = hub.encode("presence", payload, topic=topic)
                 hub.presence_arrived(topic, envelope)
                 pipe.publish(self._channel(topic), b"r" + self.node.encode() + b"\n" + envelope)
+                events.append(
+                    PresenceChanged(
+                        topic=topic, conn_id=conn_id, principal_id=principal, joined=False
+                    )
+                )
+        runtime.broker_events(events)  # the sweeping node's on_event hears of them
         logger.info(
             "broker %s: %d presence member(s) of dead nodes left", self.node, len(gone) // 3
         )

@@ -20,6 +20,7 @@ from wshub.adapters import BrokerUnavailable, Gap, HubClient, HubServer, Unrecov
 from wshub.adapters.broker_redis import RedisBroker
 from wshub.core.auth import SUBPROTOCOL, AccessPolicy, Principal, StaticTokens
 from wshub.core.hub_config import HubConfig
+from wshub.core.hub_events import HubEvent, PresenceChanged
 from wshub.core.topics import TopicPolicy
 
 pytestmark = pytest.mark.anyio
@@ -135,6 +136,8 @@ async def test_direct_sends_and_disconnect_reach_other_nodes(redis_server: Redis
 
 async def test_presence_spans_nodes_and_a_dead_node_leaves(redis_server: RedisServer) -> None:
     a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    events: list[HubEvent] = []
+    a.handler.on_event = events.append
     for node in (a, b):
         node.configure_topic("room", presence=True)
     async with running(a), client(a) as alice:
@@ -151,11 +154,14 @@ async def test_presence_spans_nodes_and_a_dead_node_leaves(redis_server: RedisSe
         # b's heartbeat stops: a sweeps it within presence_ttl + heartbeat
         with anyio.fail_after(5):
             left = await alice.recv("presence")
-        assert left["payload"] == {
-            "event": "leave",
-            "conn_id": left["payload"]["conn_id"],
-            "principal": "bob",
-        }
+        assert left["payload"]["event"] == "leave"
+        assert left["payload"]["principal"] == "bob"
+        gone = PresenceChanged(
+            topic="room", conn_id=left["payload"]["conn_id"], principal_id="bob", joined=False
+        )
+        with anyio.fail_after(5):  # the sweeping node's on_event hears of it (a's sweep)
+            while gone not in events:
+                await anyio.sleep(0.01)
 
 
 async def test_redis_unreachable_at_start_is_a_clear_error(redis_server: RedisServer) -> None:
