@@ -62,6 +62,7 @@ from ._asgi_session import (
     header_values,
 )
 from .blocking import BlockingOperations, HubStoppedError
+from .broker import Broker
 from .hub import METRICS_CONTENT_TYPE
 from .hub_commands import log_conn
 from .hub_gate import RefusalMode, Refused
@@ -120,6 +121,7 @@ class HubApp(HubOperations):
         auth_message: bool = False,
         refusal: RefusalMode = "http",
         allowed_hosts: Iterable[str] | Literal["auto"] | None = "auto",
+        broker: Broker | None = None,
     ) -> None:
         self.runtime = HubRuntime(
             auth,
@@ -132,8 +134,10 @@ class HubApp(HubOperations):
             on_disconnect=on_disconnect,
             auth_message=auth_message,
             refusal=refusal,
+            broker=broker,
         )
         self.hub = self.runtime.hub
+        self.broker = broker
         self.loop = self.runtime.loop
         self.limits = limits or Limits()
         self.metrics = metrics
@@ -252,7 +256,10 @@ class HubApp(HubOperations):
             if path == "/healthz":
                 status, headers, body = 200, [], b"ok"
             elif path == "/metrics" and self.metrics:
-                status, body = 200, prometheus_text(self.hub.stats()).encode("utf-8")
+                text = prometheus_text(self.hub.stats())
+                if self.broker is not None:
+                    text += self.broker.metrics_text()
+                status, body = 200, text.encode("utf-8")
                 headers = [(b"content-type", METRICS_CONTENT_TYPE.encode("ascii"))]
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"text/plain; charset=utf-8"))
