@@ -73,7 +73,9 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local envelope = ARGV[1] .. seq .. ARGV[2]
 local size = tonumber(ARGV[3])
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'd', envelope)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'd', envelope, 't', now)
   local ttl = tonumber(ARGV[4])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
@@ -83,7 +85,7 @@ return {seq, epoch}
 """
 
 # KEYS: meta, stream, presence. ARGV: a fresh epoch, after ("" = newest), epoch of
-# ``after``, limit, presence ("0"/"1").
+# ``after``, limit, presence ("0"/"1"), max age of entries (ms, 0: none).
 _FETCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -102,6 +104,22 @@ if limit > 0 then
     if ARGV[3] ~= epoch then after = 0 end
     entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', limit)
   end
+end
+local age = tonumber(ARGV[6])
+if age > 0 and #entries > 0 then
+  -- entries older than the history's age are forgotten, as one node forgets them
+  local t = redis.call('TIME')
+  local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
+  local kept = {}
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local born = 0
+    for i = 1, #fields, 2 do
+      if fields[i] == 't' then born = tonumber(fields[i + 1]) end
+    end
+    if born >= oldest then table.insert(kept, entry) end
+  end
+  entries = kept
 end
 local members = {}
 if ARGV[5] == '1' then members = redis.call('HGETALL', KEYS[3]) end
@@ -577,6 +595,7 @@ class RedisBroker:
                             item.epoch or "",
                             item.limit,
                             int(item.presence),
+                            _ms(item.max_age),
                         ],
                     )
                 elif isinstance(item, PresenceOut):

@@ -16,6 +16,7 @@ every node that has subscribers frames the same bytes once for them all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .envelope import RequestId
@@ -82,7 +83,9 @@ class Fetch:
     when its epoch is not ``epoch``), else the newest; at most ``limit``,
     oldest first.
     Answer with ``Hub.answered(StreamAnswer(ref=...))``; presence members of
-    the topic on every node go in the answer when ``presence`` is set."""
+    the topic on every node go in the answer when ``presence`` is set.
+    Entries older than ``max_age`` seconds (the topic's ``history_ttl``) are
+    left out, as a single node's history forgets them."""
 
     ref: int
     topic: str
@@ -90,6 +93,7 @@ class Fetch:
     epoch: str | None
     limit: int
     presence: bool
+    max_age: float = math.inf  # entries kept longer (seconds) are not given: the history's age
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

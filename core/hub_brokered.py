@@ -90,12 +90,7 @@ class Brokered:
             timestamp=int(out.wall_clock() * 1000),
             codec=out.codec,
         )
-        state = self._topics.topics.get(name)
-        cfg = out.config
-        size, ttl = cfg.history_size, cfg.history_ttl
-        if state is not None:
-            bounds = self._topics.bounds(state)
-            size, ttl = bounds.size, bounds.ttl
+        size, ttl = self._history_bounds(name)
         return Outgoing(
             ref=self._ref(),
             topic=name,
@@ -120,6 +115,7 @@ class Brokered:
                 epoch=None if since is None else since[1],
                 limit=limit,
                 presence=state.policy.presence,
+                max_age=self._topics.bounds(state).ttl,
             )
         )
         return ref
@@ -412,18 +408,25 @@ class Brokered:
     def history_fetch(self, name: str, since: Position | None, limit: int | None) -> Fetch:
         """A fetch for a server-side history read (not queued: the driver runs it
         and makes the page with ``page_of``); ``limit`` None: all the topic keeps."""
-        if limit is None:
-            state = self._topics.topics.get(name)
-            size = self._out.config.history_size
-            limit = max(size if state is None else self._topics.bounds(state).size, 1)
+        size, ttl = self._history_bounds(name)
         return Fetch(
             ref=self._ref(),
             topic=name,
             after=None if since is None else since[0],
             epoch=None if since is None else since[1],
-            limit=limit,
+            limit=max(size, 1) if limit is None else limit,
             presence=False,
+            max_age=ttl,
         )
+
+    def _history_bounds(self, name: str) -> tuple[int, float]:
+        """The topic's history size and age (its own, else the hub's defaults)."""
+        state = self._topics.topics.get(name)
+        if state is None:
+            cfg = self._out.config
+            return cfg.history_size, cfg.history_ttl
+        bounds = self._topics.bounds(state)
+        return bounds.size, bounds.ttl
 
     def on_history(
         self, entry: _Entry, name: str, request_id: RequestId, since: Position | None, limit: int
@@ -439,6 +442,7 @@ class Brokered:
                 epoch=None if since is None else since[1],
                 limit=limit,
                 presence=False,
+                max_age=self._history_bounds(name)[1],
             )
         )
 

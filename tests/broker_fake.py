@@ -5,7 +5,8 @@ deterministic order: it numbers each ``Outgoing`` in its topic's stream
 (``seq`` + 1, the epoch kept; a stream starts with a new epoch), keeps the
 last ``history_size`` envelopes, and puts the publication in the inbox of
 every node listening to the topic. It answers each ``Fetch`` from the
-stream. Inboxes are delivered only when a test says so (``FakeNode.deliver``),
+stream (it keeps no time: ``Fetch.max_age`` is not applied here; the Redis
+tests check it). Inboxes are delivered only when a test says so (``FakeNode.deliver``),
 so tests choose how publications and answers interleave; ``lose`` drops a
 node's undelivered publications (a link that went down), ``restart`` loses
 every stream (Redis restarted without its data).

@@ -344,3 +344,23 @@ async def test_server_side_history_reads_redis(redis_server: RedisServer) -> Non
                 await anyio.sleep(0.05)
         with pytest.raises(BrokerUnavailable):
             await b.history_async("t")
+
+
+async def test_history_forgets_entries_older_than_the_topics_age(redis_server: RedisServer) -> None:
+    """Each entry ages on its own: "old" is past the topic's 2 s while "mid",
+    published later, keeps the stream itself alive."""
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    for node in (a, b):
+        node.configure_topic("brief", publish="all", history_size=10, history_ttl=2.0)
+    async with running(a, b), client(b, "tb") as bob:
+        _, epoch = await a.publish_async("brief", "old")
+        await anyio.sleep(1.2)
+        await a.publish_async("brief", "mid")
+        await anyio.sleep(1.2)
+        page = await b.history_async("brief")
+        assert [json.loads(e)["payload"] for e in page.envelopes] == ["mid"]
+        reply = await bob.subscribe("brief", since=(0, epoch))
+        assert reply["recovered"] is False  # "old" is past its age: a gap, said so
+        reply = await bob.subscribe("brief", since=(1, epoch))
+        assert reply["recovered"] is True
+        assert (await bob.recv("message"))["payload"] == "mid"

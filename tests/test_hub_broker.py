@@ -720,8 +720,14 @@ def test_server_side_history_reads_through_a_fetch() -> None:
     assert (page.recovered, page.start, len(page.envelopes)) == (True, 4, 1)
     page = page_of(broker.answer(b.hub.history_fetch("t", since=(1, epoch))), (1, epoch))
     assert (page.recovered, page.start, page.envelopes) == (False, 6, ())
-    b.hub.configure_topic("kept", history_size=7)
-    assert b.hub.history_fetch("kept").limit == 7
+    assert fetch.max_age == HubConfig().history_ttl  # the hub's default age
+    b.hub.configure_topic("kept", history_size=7, history_ttl=9.0)
+    kept = b.hub.history_fetch("kept")
+    assert (kept.limit, kept.max_age) == (7, 9.0)
+    b.send(b.connect("dave"), {"message_type": "history", "topic": "kept", "id": 1})
+    [read] = b.hub.broker_commands()
+    assert isinstance(read, Fetch)
+    assert read.max_age == 9.0
     with pytest.raises(ValueError, match="limit"):
         b.hub.history_fetch("t", limit=-1)
     assert b.hub.history("t").envelopes == ()  # this node holds no history
