@@ -125,3 +125,46 @@ def test_a_rejection_keeps_the_first_64_kib_of_its_body() -> None:
     [rejected, _closed] = conn.events_received()
     assert isinstance(rejected, Rejected)
     assert rejected.body == body[: 64 * 1024]
+
+
+#: Limits' defaults as its docstring documents them.
+DOCUMENTED_LIMITS = {
+    "max_message_size": 1 << 20,
+    "max_head_size": 16 * 1024,
+    "max_request_line": 8 * 1024,
+    "max_header_size": 8 * 1024,
+    "max_header_count": 100,
+    "max_outbox_size": 1 << 20,
+    "handshake_timeout": 10.0,
+    "ping_interval": 20.0,
+    "ping_timeout": 20.0,
+    "close_timeout": 10.0,
+    "idle_timeout": None,
+    "ping_rate": 10.0,
+    "ping_burst": 50,
+}
+
+
+def test_limits_defaults_are_the_documented_ones() -> None:
+    limits = Limits()
+    assert {f.name: getattr(limits, f.name) for f in dataclasses.fields(limits)} == (
+        DOCUMENTED_LIMITS
+    )
+
+
+def test_a_server_may_answer_with_the_smallest_window_for_its_own_messages() -> None:
+    """RFC 7692 §7.1.2.1: server_max_window_bits may be 8 to 15. Our client
+    inflates what the server sends with any of them; only its own compressor
+    cannot use 8 (zlib), so client_max_window_bits=8 is declined."""
+    from wshub.core.deflate import parse_server_response
+
+    for bits in range(8, 16):
+        params = parse_server_response([f"permessage-deflate; server_max_window_bits={bits}"])
+        assert params is not None
+        assert params.server_max_window_bits == bits
+    for bits in ("7", "16", "08x"):
+        assert parse_server_response([f"permessage-deflate; server_max_window_bits={bits}"]) is None
+    assert parse_server_response(["permessage-deflate; client_max_window_bits=8"]) is None
+    params = parse_server_response(["permessage-deflate; client_max_window_bits=9"])
+    assert params is not None
+    assert params.client_max_window_bits == 9

@@ -4,6 +4,7 @@ says what the hub must do, not how it does it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hub_auth import waiting
 
+from wshub.core import events, hub_events
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import BinaryReceived, PresenceChanged
 
@@ -152,3 +154,70 @@ def test_binary_messages_share_the_inbound_rate_and_its_flood_close() -> None:
     assert peer.closed is not None
     assert (peer.closed.code, peer.closed.reason) == (1008, "message rate exceeded")
     assert h.hub.stats().messages_in == 4  # refused messages are not counted as taken in
+
+
+# -- documented defaults, statistics at rest, immutable events ------------------------
+
+#: HubConfig's defaults as its docstring documents them (README's tables too).
+DOCUMENTED_HUB_DEFAULTS: dict[str, object] = {
+    "max_connections": None,
+    "max_per_principal": 100,
+    "max_per_host": 200,
+    "retry_after": 5,
+    "max_envelope_size": 256 * 1024,
+    "max_depth": 32,
+    "max_errors": 10,
+    "error_window": 60.0,
+    "max_pending_commands": 16,
+    "default_command_timeout": 10.0,
+    "max_subscriptions": 256,
+    "accept_binary": False,
+    "send_welcome": True,
+    "auth_timeout": 10.0,
+    "message_rate": 1000.0,
+    "message_burst": 2000,
+    "auth_failure_rate": 1.0,
+    "auth_failure_burst": 100,
+    "history_size": 0,
+    "history_ttl": 300.0,
+    "history_topic_bytes": 1 << 20,
+    "max_history_bytes": 64 << 20,
+    "max_history_page": 1000,
+}
+
+
+def test_hub_config_defaults_are_the_documented_ones() -> None:
+    """Applications size their deployments from the documented defaults: a
+    change must be made in the docs too (this test then changes with them)."""
+    config = HubConfig()
+    assert {f.name: getattr(config, f.name) for f in dataclasses.fields(config)} == (
+        DOCUMENTED_HUB_DEFAULTS
+    )
+
+
+def test_a_new_hub_has_counted_nothing() -> None:
+    stats = HubHarness().hub.stats()
+    numbers = {
+        f.name: getattr(stats, f.name)
+        for f in dataclasses.fields(stats)
+        if isinstance(getattr(stats, f.name), int)
+    }
+    assert numbers == dict.fromkeys(numbers, 0)
+    assert not stats.errors_by_code
+
+
+@pytest.mark.parametrize("module", [hub_events, events], ids=["hub_events", "events"])
+def test_every_event_is_immutable(module: Any) -> None:
+    """Events are values: handed to application code, logged, compared; no
+    consumer may change one another consumer sees (frozen dataclasses)."""
+    classes = [
+        getattr(module, name)
+        for name in module.__all__
+        if dataclasses.is_dataclass(getattr(module, name))
+    ]
+    assert len(classes) >= 5
+    for cls in classes:
+        first = dataclasses.fields(cls)[0].name
+        example = cls.__new__(cls)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(example, first, None)
