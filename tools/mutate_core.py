@@ -92,6 +92,8 @@ TESTS: dict[str, list[str]] = {
     "close_codes": CONNECTION_TESTS,
 }
 SKIP_MODULES = {"__init__"}
+#: Behaviours survivors of any module revealed: run for every module's mutants.
+MUTANT_TESTS = ["tests/test_core_mutants.py", "tests/test_hub_mutants.py"]
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,8 @@ def _function_bodies(tree: ast.AST) -> set[int]:
     return found
 
 
-def mutants_of(module: str) -> list[Mutant]:
-    tree = ast.parse((CORE / f"{module}.py").read_text(encoding="utf-8"))
+def mutants_of(module: str, core: Path = CORE) -> list[Mutant]:
+    tree = ast.parse((core / f"{module}.py").read_text(encoding="utf-8"))
     skip = _docstrings(tree) | _annotations(tree)
     bodies = _function_bodies(tree)
     found = []
@@ -239,8 +241,8 @@ def mutants_of(module: str) -> list[Mutant]:
     return found
 
 
-def mutated_source(mutant: Mutant) -> str:
-    tree = ast.parse((CORE / f"{mutant.module}.py").read_text(encoding="utf-8"))
+def mutated_source(mutant: Mutant, core: Path = CORE) -> str:
+    tree = ast.parse((core / f"{mutant.module}.py").read_text(encoding="utf-8"))
     skip = _docstrings(tree) | _annotations(tree)
     for node in _nodes(tree):
         if (node.lineno, node.col_offset) != (mutant.line, mutant.col):
@@ -314,7 +316,7 @@ def tests_for(module: str, repo: Path) -> list[str]:
     if module in ("registry", "commands", "outbox_connection"):
         patterns = HUB_TESTS
     files: list[str] = []
-    for pattern in patterns:
+    for pattern in [*patterns, *MUTANT_TESTS]:
         files.extend(sorted(str(p.relative_to(repo)) for p in repo.glob(pattern)))
     return list(dict.fromkeys(files))
 
@@ -385,7 +387,7 @@ def run_mutant(mutant: Mutant, repo: Path, tests: list[str], timeout: float) -> 
     path = repo / "core" / f"{mutant.module}.py"
     original = path.read_text(encoding="utf-8")
     try:
-        path.write_text(mutated_source(mutant), encoding="utf-8")
+        path.write_text(mutated_source(mutant, path.parent), encoding="utf-8")
         command = [
             sys.executable,
             "-m",
@@ -447,8 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, help="exit 1 below this percentage")
     args = parser.parse_args(argv)
 
-    modules = args.module or sorted(p.stem for p in CORE.glob("*.py") if p.stem not in SKIP_MODULES)
-    everything = [m for module in modules for m in mutants_of(module)]
+    # The mutants are those of a snapshot (the scratch copies), so that the
+    # source may change while a long run goes on.
+    repos = [] if args.list else [scratch_copy() for _ in range(max(1, args.jobs))]
+    core = repos[0] / "core" if repos else CORE
+    modules = args.module or sorted(p.stem for p in core.glob("*.py") if p.stem not in SKIP_MODULES)
+    everything = [m for module in modules for m in mutants_of(module, core)]
     if args.match:
         everything = [m for m in everything if any(text in str(m) for text in args.match)]
     if args.all or args.sample >= len(everything):
@@ -463,7 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.monotonic()
-    repos = [scratch_copy() for _ in range(max(1, args.jobs))]
     survivors: list[Mutant] = []
     try:
         lines: LineTests | None = None
