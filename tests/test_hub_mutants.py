@@ -207,9 +207,11 @@ def test_a_new_hub_has_counted_nothing() -> None:
 
 
 @pytest.mark.parametrize("module", [hub_events, events], ids=["hub_events", "events"])
-def test_every_event_is_immutable(module: Any) -> None:
+def test_every_event_is_an_immutable_keyword_only_value(module: Any) -> None:
     """Events are values: handed to application code, logged, compared; no
-    consumer may change one another consumer sees (frozen dataclasses)."""
+    consumer may change one another consumer sees (frozen dataclasses). They
+    are built by keyword only, so fields can be added without breaking
+    anyone's code (h11's habit, STYLE.md)."""
     classes = [
         getattr(module, name)
         for name in module.__all__
@@ -221,3 +223,5 @@ def test_every_event_is_immutable(module: Any) -> None:
         example = cls.__new__(cls)
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(example, first, None)
+        with pytest.raises(TypeError, match="positional argument"):
+            cls(*[None] * len(dataclasses.fields(cls)))
