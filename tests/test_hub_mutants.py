@@ -8,12 +8,14 @@ import dataclasses
 from typing import Any
 
 import pytest
+from broker_fake import FakeBroker
 from hub_helpers import HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hub_auth import waiting
 
 from wshub.core import events, hub_events
+from wshub.core.hub_broker import Fetch
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import BinaryReceived, PresenceChanged
 
@@ -225,3 +227,22 @@ def test_every_event_is_an_immutable_keyword_only_value(module: Any) -> None:
             setattr(example, first, None)
         with pytest.raises(TypeError, match="positional argument"):
             cls(*[None] * len(dataclasses.fields(cls)))
+        assert not hasattr(example, "__dict__")  # slotted: many are made, each small
+
+
+@pytest.mark.parametrize(("history", "asked"), [(0, 1), (1, 1), (7, 7)])
+def test_a_subscriber_with_since_asks_the_broker_for_all_that_is_kept(
+    history: int, asked: int
+) -> None:
+    """With a broker, a subscribe with ``since`` fetches every entry the topic
+    keeps here, and at least one (the stream may keep history configured on
+    another node); a plain subscribe fetches only the stream's position."""
+    for since, limit in (({"seq": 0, "epoch": "e"}, asked), (None, 0)):
+        node = FakeBroker().node("n0", HubConfig(history_size=history))
+        peer = node.connect()
+        message: dict[str, Any] = {"message_type": "subscribe", "topic": "t", "id": 1}
+        if since is not None:
+            message["payload"] = {"since": since}
+        node.send(peer, message)
+        fetches = [c for c in node.hub.broker_commands() if isinstance(c, Fetch)]
+        assert [f.limit for f in fetches] == [limit]

@@ -351,3 +351,13 @@ def test_correctly_signed_claims_that_are_not_canonical_base64url_are_refused(
     signed = f"wst1.a.{claims_text}"
     token = f"{signed}.{independent_signature(KEY_A, signed)}"
     assert ring().check(token, 0) is TokenRejection.MALFORMED
+
+
+def test_a_token_that_expired_at_the_epoch_is_expired_not_malformed() -> None:
+    """Expiry 0 is a well-formed expiry (the lower bound of the range
+    ``mint`` allows), so such a token is refused as expired: the reason logged
+    tells its holder to get a new one."""
+    claims = b64url_encode(b'{"exp":0,"scp":[],"sub":"a"}')
+    signed = f"wst1.a.{claims}"
+    token = f"{signed}.{independent_signature(KEY_A, signed)}"
+    assert ring().check(token, 0) is TokenRejection.EXPIRED
