@@ -246,3 +246,18 @@ def test_a_subscriber_with_since_asks_the_broker_for_all_that_is_kept(
         node.send(peer, message)
         fetches = [c for c in node.hub.broker_commands() if isinstance(c, Fetch)]
         assert [f.limit for f in fetches] == [limit]
+
+
+def test_history_reads_check_the_topic_and_place_an_empty_page_after_the_last_seq() -> None:
+    """``Hub.history`` refuses a name no topic can have, like every topic
+    operation; a topic that keeps nothing gives an empty page that starts
+    after its last seq, so the reader knows where the stream stands."""
+    h = HubHarness()
+    with pytest.raises(ValueError, match="topic"):
+        h.hub.history("")
+    peer = h.connect()
+    h.send(peer, {"message_type": "subscribe", "topic": "t"})
+    for n in range(3):
+        h.hub.publish("t", n)
+    page = h.hub.history("t")
+    assert (page.seq, page.start, page.envelopes) == (3, 4, ())

@@ -361,3 +361,28 @@ def test_a_token_that_expired_at_the_epoch_is_expired_not_malformed() -> None:
     signed = f"wst1.a.{claims}"
     token = f"{signed}.{independent_signature(KEY_A, signed)}"
     assert ring().check(token, 0) is TokenRejection.EXPIRED
+
+
+def signed_token_of_length(length: int) -> str:
+    """A token of exactly ``length`` characters (its subject padded) signed by
+    KEY_A under the id "a" or "ab" (unpadded base64 is never 1 mod 4 long)."""
+    for key_id in ("a", "ab"):
+        for pad in range(1, length):
+            claims = {"exp": 2_000_000_000, "scp": [], "sub": "a" * pad}
+            text = json.dumps(claims, separators=(",", ":")).encode()
+            signed = f"wst1.{key_id}.{b64url_encode(text)}"
+            token = f"{signed}.{independent_signature(KEY_A, signed)}"
+            if len(token) == length:
+                return token
+    raise AssertionError(f"no token of {length} characters")
+
+
+def test_tokens_are_at_most_4096_characters() -> None:
+    """A token up to MAX_TOKEN_LENGTH (4096) is read; a longer one is refused
+    unread, however well signed (a hostile one costs nothing); mint never
+    makes one (it fits common header limits)."""
+    both = ring(a=KEY_A, ab=KEY_A)
+    assert isinstance(both.check(signed_token_of_length(4096), NOW), Principal)
+    assert both.check(signed_token_of_length(4097), NOW) is TokenRejection.MALFORMED
+    with pytest.raises(ValueError, match="over 4096"):
+        ring().mint("a" * 3100, ttl=60, now=NOW)
