@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import FakeClock, upgrade_request
+from helpers import FakeClock, client_frame, open_server, upgrade_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_core_client import client, switching
+from test_core_framing import parse_frames
 
-from wshub.core import Limits, Opened, Rejected, ServerConnection, State, TextMessage
+from wshub.core import Closed, Limits, Opened, Rejected, ServerConnection, State, TextMessage
 from wshub.core.auth import Principal
 from wshub.core.frames import encode_frame
 
@@ -168,3 +169,36 @@ def test_a_server_may_answer_with_the_smallest_window_for_its_own_messages() -> 
     params = parse_server_response(["permessage-deflate; client_max_window_bits=9"])
     assert params is not None
     assert params.client_max_window_bits == 9
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mask=st.binary(min_size=4, max_size=4),
+    code=st.sampled_from([1000, 1001, 1008, 3000, 4999]),
+    reason=st.text(max_size=30).filter(lambda r: len(r.encode()) <= 123),
+)
+def test_a_close_frame_reads_the_same_under_any_mask(mask: bytes, code: int, reason: str) -> None:
+    """RFC 6455 §5.3: the client picks any mask; the close code and reason
+    the server reads are those the client sent, whatever it picked."""
+    server = open_server()
+    server.receive_data(client_frame(0x8, code.to_bytes(2, "big") + reason.encode(), mask=mask))
+    [closed] = server.events_received()
+    assert isinstance(closed, Closed)
+    assert (closed.code, closed.reason, closed.clean) == (code, reason, True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(opcode=st.sampled_from([0x1, 0x2, 0x8, 0x9, 0xA]), size=st.integers(0, 40))
+def test_an_unmasked_frame_from_a_client_is_1002(opcode: int, size: int) -> None:
+    """RFC 6455 §5.1: a server closes the connection on an unmasked frame,
+    whatever its kind and length."""
+    server = open_server()
+    payload = (1000).to_bytes(2, "big") + b"r" * size if opcode == 0x8 else b"p" * size
+    after = client_frame(0x1, b"never read")  # nothing after it counts
+    server.receive_data(client_frame(opcode, payload, mask=None) + after)
+    [closed] = server.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.code == 1002
+    frames = parse_frames(server.data_to_send())  # the close, and nothing before it
+    assert [opcode for opcode, _ in frames] == [0x8]
+    assert frames[0][1][:2] == (1002).to_bytes(2, "big")
