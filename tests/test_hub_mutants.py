@@ -261,3 +261,18 @@ def test_history_reads_check_the_topic_and_place_an_empty_page_after_the_last_se
         h.hub.publish("t", n)
     page = h.hub.history("t")
     assert (page.seq, page.start, page.envelopes) == (3, 4, ())
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"history_size": -1}, {"history_size": 1.5}, {"history_ttl": 0}, {"history_ttl": True}],
+)
+def test_configure_topic_refuses_impossible_history_and_changes_nothing(
+    settings: dict[str, Any],
+) -> None:
+    """A topic's history settings are checked as HubConfig's are; a refused
+    configuration leaves the hub without that topic."""
+    h = HubHarness()
+    with pytest.raises(ValueError, match="history_"):
+        h.hub.configure_topic("t", **settings)
+    assert h.hub.topic_epoch("t") is None
