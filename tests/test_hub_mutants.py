@@ -276,3 +276,24 @@ def test_configure_topic_refuses_impossible_history_and_changes_nothing(
     with pytest.raises(ValueError, match="history_"):
         h.hub.configure_topic("t", **settings)
     assert h.hub.topic_epoch("t") is None
+
+
+def test_commands_and_their_timeouts_are_counted() -> None:
+    """stats() counts each command started, and a timed-out one as a command
+    error under its code; a closed waiting connection as a policy close."""
+    h = HubHarness(HubConfig(auth_timeout=5))
+    h.hub.register_command("slow", timeout=1)
+    peer = h.connect()
+    for request_id in (1, 2):
+        h.send(peer, {"message_type": "slow", "id": request_id})
+    h.hub.reply(peer.conn_id, 1, "done")
+    h.clock.advance(1)
+    h.hub.handle_timer()
+    stats = h.hub.stats()
+    assert (stats.commands, stats.command_errors) == (2, 1)
+    assert dict(stats.errors_by_code) == {"command_timeout": 1}
+    assert stats.policy_closes == 0
+    waiting(h)
+    h.clock.advance(5)
+    h.hub.handle_timer()
+    assert h.hub.stats().policy_closes == 1  # the auth timeout
