@@ -12,7 +12,7 @@ from broker_fake import FakeBroker
 from hub_helpers import HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_hub_auth import waiting
+from test_hub_auth import expiring, waiting
 
 from wshub.core import events, hub_events
 from wshub.core.hub_broker import Fetch
@@ -297,3 +297,19 @@ def test_commands_and_their_timeouts_are_counted() -> None:
     h.clock.advance(5)
     h.hub.handle_timer()
     assert h.hub.stats().policy_closes == 1  # the auth timeout
+
+
+def test_timers_left_by_removed_connections_stay_within_twice_the_live_ones() -> None:
+    """Removing a connection leaves its expiry timer in the heap (cheap);
+    the heap is compacted once it holds more than twice the live connections
+    plus 64, with many connections live as with none."""
+    h = HubHarness()
+    for _ in range(100):
+        expiring(h, 3600)
+    worst = 0
+    for _ in range(400):
+        peer = expiring(h, 3600)
+        h.hub.remove(peer.conn_id)
+        del h.peers[peer.conn_id]
+        worst = max(worst, len(h.hub._conns.timers) - 2 * len(h.hub.connections()))
+    assert worst <= 66  # 2 * (live + 1) + 64: the bound is kept while the newest is live
