@@ -151,17 +151,14 @@ end
 return 1
 """
 
-# KEYS: nodes zset. ARGV: node, ttl (ms), key prefix. Refresh this node's
-# deadline (Redis's clock), then take every node past its deadline and return
-# its members as {topic, conn id, principal, ...}, removed from presence.
+# KEYS: nodes zset. ARGV: node, ttl (ms), key prefix, starting ("0"/"1").
+# A node starting takes its own members first: left by an earlier run under
+# the same name (killed, restarted before its deadline passed). Then refresh
+# this node's deadline (Redis's clock) and take every node past its deadline.
+# Returns the members taken as {topic, conn id, principal, ...}, removed from presence.
 _HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local gone = {}
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, node in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], node)
+local function take(node)
   local set = ARGV[3] .. ':nm:' .. node
   for _, member in ipairs(redis.call('SMEMBERS', set)) do
     local cut = string.find(member, '\\n', 1, true)
@@ -178,6 +175,14 @@ for _, node in ipairs(dead) do
     end
   end
   redis.call('DEL', set)
+end
+if ARGV[4] == '1' then take(ARGV[1]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('ZREM', KEYS[1], node)
+  take(node)
 end
 return gone
 """
@@ -730,21 +735,14 @@ class RedisBroker:
 
     async def _sweep(self, client: Any, *, own: bool = False) -> None:
         """Refresh this node's deadline; remove nodes past theirs (with ``own``,
-        this node's own leftovers from an earlier run first) and send their
-        members' ``leave``."""
+        at start, this node's own leftovers from an earlier run first, in the
+        same script) and send their members' ``leave``."""
         runtime = self._runtime
         assert runtime is not None
-        sha = self._shas[_HEARTBEAT]
-        nodes = f"{self.prefix}:nodes"
-        if own:
-            await client.zrem(nodes, [self.node])
-            members = await client.smembers(f"{self.prefix}:nm:{self.node}")
-            if members:
-                await client.zadd(nodes, {self.node: 0})
         gone = await client.evalsha(
-            sha,
-            keys=[nodes],
-            args=[self.node, int(self.presence_ttl * 1000), self.prefix],
+            self._shas[_HEARTBEAT],
+            keys=[f"{self.prefix}:nodes"],
+            args=[self.node, int(self.presence_ttl * 1000), self.prefix, int(own)],
         )
         if not gone:
             return

@@ -164,6 +164,51 @@ async def test_presence_spans_nodes_and_a_dead_node_leaves(redis_server: RedisSe
                 await anyio.sleep(0.01)
 
 
+async def test_a_node_restarted_at_once_under_its_name_drops_its_old_members(
+    redis_server: RedisServer,
+) -> None:
+    """A node killed and started again at once under the same name (before any
+    survivor could declare it dead): its earlier members leave, announced to
+    the other nodes, within the documented bound (presence_ttl + 1 s)."""
+    a, b = make_node(redis_server.url, "a"), make_node(redis_server.url, "b")
+    again = make_node(redis_server.url, "b")
+    events: list[HubEvent] = []
+    again.handler.on_event = events.append
+    for node in (a, b, again):
+        node.configure_topic("room", presence=True)
+    async with running(a), client(a) as alice:
+        await alice.subscribe("room")
+        await alice.recv("presence")  # its own join
+        async with anyio.create_task_group() as tg:
+            await tg.start(b.serve)
+            async with client(b, "tb") as bob:
+                await bob.subscribe("room")
+                assert (await alice.recv("presence"))["payload"]["principal"] == "bob"
+                tg.cancel_scope.cancel()  # node b stops without a word (as if killed)
+        stopped = anyio.current_time()
+        async with running(again):  # at once, same name: b's deadline has not passed
+            bound = 1.0 + 1.0  # presence_ttl + 1 s
+            with anyio.fail_after(max(0.0, stopped + bound - anyio.current_time())):
+                left = await alice.recv("presence")
+            assert left["payload"] == {"event": "leave", "conn_id": bob.conn_id, "principal": "bob"}
+            gone = PresenceChanged(
+                topic="room", conn_id=bob.conn_id, principal_id="bob", joined=False
+            )
+            with anyio.fail_after(5):  # the node that removed them hears of it, as a sweeper
+                while gone not in events:
+                    await anyio.sleep(0.01)
+            async with client(again, "tb") as bob2:
+                reply = await bob2.subscribe("room")
+                assert {m["conn_id"] for m in reply["present"]} == {alice.conn_id, bob2.conn_id}
+                joined = await alice.recv("presence")
+                assert joined["payload"]["conn_id"] == bob2.conn_id
+                await anyio.sleep(1.0 + 0.25 + 0.25)  # past a deadline and a sweep
+                kept = redis_server.command("HKEYS", "wshub:p:room")
+                assert isinstance(kept, list)
+                assert {k.decode() for k in kept} == {alice.conn_id, bob2.conn_id}
+                assert redis_server.command("SISMEMBER", "wshub:nm:b", f"room\n{bob.conn_id}") == 0
+
+
 async def test_redis_unreachable_at_start_is_a_clear_error(redis_server: RedisServer) -> None:
     url = redis_server.url
     redis_server.stop()
