@@ -41,8 +41,12 @@ class BadRequest(ValueError):
 def frame_bound(size: int) -> int:
     """Most bytes a text message of ``size`` bytes takes as one frame on any
     connection: header (at most 10 bytes) plus what permessage-deflate may add
-    to incompressible data (5 bytes per 64 KiB stored block, RFC 1951 §3.2.4)."""
-    return size + 16 + 5 * (size >> 16)
+    to incompressible data. zlib emits stored blocks (5 bytes each, RFC 1951
+    §3.2.4) as small as its window, which a client may make 512 bytes, so
+    this is zlib's own bound for any parameters (deflateBound: an eighth and
+    a sixty-fourth more, plus 5 bytes), with the 10-byte header and a byte
+    of margin for the sync flush."""
+    return size + (size >> 3) + (size >> 6) + 16
 
 
 def check_history_read(since: object, limit: object) -> None:

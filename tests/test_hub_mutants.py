@@ -5,6 +5,7 @@ says what the hub must do, not how it does it."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -15,9 +16,12 @@ from hypothesis import strategies as st
 from test_hub_auth import expiring, waiting
 
 from wshub.core import events, hub_events
+from wshub.core.deflate import DeflateParams
+from wshub.core.frames import PreparedMessage
 from wshub.core.hub_broker import Fetch
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import BinaryReceived, PresenceChanged
+from wshub.core.hub_recovery import frame_bound
 
 # -- what the application sends is checked before anything is delivered --------------
 
@@ -313,3 +317,20 @@ def test_timers_left_by_removed_connections_stay_within_twice_the_live_ones() ->
         del h.peers[peer.conn_id]
         worst = max(worst, len(h.hub._conns.timers) - 2 * len(h.hub.connections()))
     assert worst <= 66  # 2 * (live + 1) + 64: the bound is kept while the newest is live
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(0, 200_000),
+    seed=st.integers(0, 2**32 - 1),
+    bits=st.integers(9, 15),
+)
+def test_frame_bound_is_an_upper_bound_on_any_connection(size: int, seed: int, bits: int) -> None:
+    """History pages are fitted to an outbox with ``frame_bound``: no frame of
+    a message of that size, plain or compressed with any window a client may
+    ask for (incompressible data is the worst case), may be larger."""
+    payload = random.Random(seed).randbytes(size)
+    message = PreparedMessage(payload, text=True)
+    deflate = DeflateParams(server_max_window_bits=bits)
+    assert len(message.frame()) <= frame_bound(size)
+    assert len(message.frame(deflate)) <= frame_bound(size)
