@@ -202,3 +202,47 @@ def test_an_unmasked_frame_from_a_client_is_1002(opcode: int, size: int) -> None
     frames = parse_frames(server.data_to_send())  # the close, and nothing before it
     assert [opcode for opcode, _ in frames] == [0x8]
     assert frames[0][1][:2] == (1002).to_bytes(2, "big")
+
+
+def _closed_of(conn: ServerConnection) -> Closed:
+    [closed] = [e for e in conn.events_received() if isinstance(e, Closed)]
+    return closed
+
+
+def test_the_servers_own_http_answers_end_uncleanly_with_1006() -> None:
+    """A handshake the server itself refuses (a major version it does not
+    speak: 505; no decision in time: 503; no request in time: 408) ends with
+    Closed(1006, "HTTP <status>: <body>", clean=False): no WebSocket close
+    was exchanged."""
+    clock = FakeClock()
+    http2 = ServerConnection(clock=clock)
+    http2.receive_data(upgrade_request(version="2.0"))
+    undecided = ServerConnection(clock=clock, limits=Limits(handshake_timeout=1))
+    undecided.receive_data(upgrade_request())
+    undecided.events_received()
+    silent = ServerConnection(clock=clock, limits=Limits(handshake_timeout=1))
+    clock.advance(1)
+    for conn in (undecided, silent):
+        conn.handle_timer()
+    for conn, status in ((http2, 505), (undecided, 503), (silent, 408)):
+        closed = _closed_of(conn)
+        assert (closed.code, closed.clean) == (1006, False), status
+        assert closed.reason.startswith(f"HTTP {status}: ")
+        assert conn.data_to_send().startswith(f"HTTP/1.1 {status} ".encode())
+
+
+def test_a_rejection_takes_a_final_status_and_reports_80_characters_of_its_body() -> None:
+    for status in (199, 600):
+        conn = ServerConnection(clock=FakeClock())
+        conn.receive_data(upgrade_request())
+        conn.events_received()
+        with pytest.raises(ValueError, match="200-599"):
+            conn.reject(status, "no")
+        assert conn.state is State.DECIDING
+    conn = ServerConnection(clock=FakeClock())
+    conn.receive_data(upgrade_request())
+    conn.events_received()
+    conn.reject(599, "x" * 100)
+    closed = _closed_of(conn)
+    assert closed.reason == "HTTP 599: " + "x" * 80
+    assert (closed.code, closed.clean) == (1006, True)
