@@ -25,6 +25,7 @@ import anyio
 import pytest
 from cluster_helpers import Client, Envelope, Keys, clients, cluster, kill_node, wait_until
 from redis_support import RedisServer
+from test_cli import serving
 
 from wshub.adapters import HubServer
 from wshub.adapters.broker_redis import RedisBroker
@@ -378,3 +379,45 @@ async def test_redis_restarted_mid_stream(redis_server: RedisServer, keys: Keys)
             for key, payload in confirmed.items():
                 if key[0] not in told:
                     assert have.get(key) == payload, (s.node, key, payload)
+
+
+async def test_a_node_restarted_at_once_under_its_name(
+    redis_server: RedisServer, keys: Keys
+) -> None:
+    """``kill -9`` a node and start it again at once with the same ``--node``
+    (before its deadline passes): its killed members leave (every other node
+    is told) within the bound, and presence shows only live members after."""
+    flags = ("--demo", "--presence-ttl", str(PRESENCE_TTL))
+    async with (
+        cluster(redis_server, keys, ("a", "b"), *flags) as nodes,
+        anyio.create_task_group() as tg,
+        clients(tg) as connect,
+    ):
+        watcher = await connect("a", nodes["a"], keys.token("watcher"))
+        await watcher.subscribe("demo.chat")
+        victim = await connect("b", nodes["b"], keys.token("victim"))
+        await victim.subscribe("demo.chat")
+        kill_node(nodes["b"])
+        killed_at = time.monotonic()
+        again = ("--redis", redis_server.url, "--node", "b", "--signing-key-file", str(keys.path))
+        async with serving(*again, *flags) as restarted:
+
+            def victim_left() -> bool:
+                return any(
+                    e["payload"] == {**e["payload"], "event": "leave", "conn_id": victim.conn_id}
+                    for e in watcher.of_type("presence")
+                )
+
+            await wait_until(
+                victim_left,
+                max(0.0, PRESENCE_BOUND - (time.monotonic() - killed_at)),
+                "leave of the killed run's member seen on a",
+            )
+            late = await connect("b", restarted, keys.token("late"))
+            live = sorted([watcher.conn_id, late.conn_id])
+            present = (await late.subscribe("demo.chat"))["payload"]["present"]
+            assert sorted(p["conn_id"] for p in present) == live
+            await anyio.sleep(PRESENCE_BOUND)  # past the old run's deadline and sweeps
+            other = await connect("a", nodes["a"], keys.token("other"))
+            present = (await other.subscribe("demo.chat"))["payload"]["present"]
+            assert sorted(p["conn_id"] for p in present) == sorted([*live, other.conn_id])
