@@ -111,6 +111,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="open connections per non-loopback address; beyond, 429 (default 200)",
     )
     serve.add_argument(
+        "--message-rate",
+        type=positive_float,
+        default=HubConfig().message_rate,
+        metavar="PER_SECOND",
+        help="messages each client may send per second, in bursts of twice as many; "
+        "beyond, the error rate_limited (default 1000)",
+    )
+    serve.add_argument(
         "--handshake-timeout",
         type=positive_float,
         default=Limits().handshake_timeout,
@@ -244,6 +252,8 @@ def _hub_server(args: argparse.Namespace, policy: AccessPolicy, limits: Limits) 
             max_connections=args.max_connections,
             max_per_principal=args.max_per_principal,
             max_per_host=args.max_per_host,
+            message_rate=args.message_rate,
+            message_burst=max(1, round(2 * args.message_rate)),
             history_size=args.history,
             history_ttl=args.history_ttl,
         ),
