@@ -10,6 +10,7 @@ its message limit, set to wshub's 1 MiB; no access log; the garbage
 collector tuned as ``wshub serve`` tunes it.
 
     python benchmarks/servers/wshub_uvicorn.py --port 0 --token T [--echo] [--ws IMPL]
+                                               [--message-rate PER_SECOND]
 
 Prints ``listening on ws://HOST:PORT`` when ready, like ``wshub serve``.
 """
@@ -33,11 +34,15 @@ from wshub.core.hub_config import HubConfig
 from wshub.core.topics import TopicPolicy
 
 
-def hub_app(policy: AccessPolicy) -> HubApp:
+def hub_app(policy: AccessPolicy, message_rate: float) -> HubApp:
     hub = HubApp(
         policy,
         default_topic=TopicPolicy(publish="all", subscribe="all"),
-        config=HubConfig(max_per_principal=None),
+        config=HubConfig(
+            max_per_principal=None,
+            message_rate=message_rate,
+            message_burst=max(1, round(2 * message_rate)),
+        ),
     )
 
     @hub.command("echo")
@@ -89,9 +94,15 @@ async def main() -> None:
     parser.add_argument("--token", action="append", required=True)
     parser.add_argument("--echo", action="store_true")
     parser.add_argument("--ws", default="auto", help="uvicorn's WebSocket implementation")
+    parser.add_argument(
+        "--message-rate",
+        type=float,
+        default=HubConfig().message_rate,
+        help="as wshub serve --message-rate (per connection per second, bursts of twice that)",
+    )
     args = parser.parse_args()
     policy = AccessPolicy(tokens=StaticTokens(args.token))
-    app = echo_app(policy) if args.echo else hub_app(policy)
+    app = echo_app(policy) if args.echo else hub_app(policy, args.message_rate)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
