@@ -42,7 +42,7 @@ from .envelope import Codec, JsonCodec, RequestId
 from .errors import LocalProtocolError
 from .frames import PreparedMessage
 from .history import check_history_settings
-from .hub_broker import BrokerCommand, Fetch, Outgoing, StreamAnswer
+from .hub_broker_inputs import BrokerInputs
 from .hub_brokered import Brokered
 from .hub_commands import Commands
 from .hub_config import HubConfig
@@ -61,7 +61,7 @@ __all__ = ["Hub"]
 _CLOSE_BINARY = (1003, "binary messages are not accepted")
 
 
-class Hub:
+class Hub(BrokerInputs):
     """Connections, topics, commands and counters of one server process.
 
     ``clock`` is monotonic (error windows, command deadlines); ``wall_clock``
@@ -73,7 +73,8 @@ class Hub:
     ``broker``: the topics' streams live in a broker shared by several hubs
     (nodes): publications are numbered and kept there, and this hub asks for
     what it needs with ``broker_commands()``; ``broker()`` is called
-    whenever one was queued. See "With a broker" below.
+    whenever one was queued. The methods a driver with a broker calls
+    are in ``BrokerInputs`` (``hub_broker_inputs``).
     """
 
     __slots__ = ("_commands", "_conns", "_input", "_out", "_topics")
@@ -260,72 +261,6 @@ class Hub:
         if state is None:
             return 0
         return self._topics.publish(state, payload, message_type, droppable)[1]
-
-    # -- with a broker -----------------------------------------------------
-
-    @property
-    def _brokered(self) -> Brokered:
-        brokered = self._topics.brokered
-        if brokered is None:
-            raise LocalProtocolError("this hub has no broker")
-        return brokered
-
-    def broker_commands(self) -> list[BrokerCommand]:
-        """What the broker must do, in order (taken: each is returned once)."""
-        return self._brokered.take()
-
-    def outgoing(
-        self,
-        topic: str,
-        payload: object,
-        *,
-        message_type: str = "message",
-        droppable: bool = False,
-    ) -> Outgoing:
-        """A publication encoded for the broker, not queued: the driver sends it
-        itself (and awaits its numbering) when the application waits for it."""
-        check_topic_name(topic)
-        check_message_type(message_type)
-        return self._brokered.outgoing(topic, payload, message_type, droppable)
-
-    def history_fetch(
-        self, topic: str, *, since: tuple[int, str] | None = None, limit: int | None = None
-    ) -> Fetch:
-        """What to read from the broker for ``history`` (same arguments); the
-        driver runs it and turns the answer into a page with
-        ``hub_brokered.page_of(answer, since)``. Not queued."""
-        check_topic_name(topic)
-        check_history_read(since, limit)
-        return self._brokered.history_fetch(topic, since, limit)
-
-    def publication(
-        self, topic: str, seq: int, epoch: str, envelope: bytes, *, droppable: bool = False
-    ) -> int:
-        """A numbered publication arrived from the broker: deliver it to this
-        node's subscribers (framed once), in step with the topic's stream.
-        How many subscribers it was queued for."""
-        return self._brokered.arrival(topic, seq, epoch, envelope, droppable)
-
-    def answered(self, answer: StreamAnswer) -> None:
-        """The broker's answer to a ``Fetch``."""
-        self._brokered.answered(answer)
-
-    def published(self, ref: int, seq: int, epoch: str) -> list[HubEvent]:
-        """The broker numbered ``Outgoing`` ``ref`` (a client's publish is answered)."""
-        return self._brokered.published(ref, seq, epoch)
-
-    def publish_failed(self, ref: int, message: str) -> None:
-        """``Outgoing`` ``ref`` could not be published: its client gets ``unavailable``."""
-        self._brokered.publish_failed(ref, message)
-
-    def resync(self) -> None:
-        """The link to the broker was lost and is back: listen again and bring
-        every subscriber back in step (from the streams, or with a ``reset``)."""
-        self._brokered.resync()
-
-    def presence_arrived(self, topic: str, envelope: bytes) -> int:
-        """Another node's ``presence`` envelope: to this node's subscribers of ``topic``."""
-        return self._brokered.presence_arrived(topic, envelope)
 
     def encode(self, message_type: str, payload: object, *, topic: str | None = None) -> bytes:
         """One envelope, encoded once for ``*_encoded`` here and on other nodes."""
