@@ -18,10 +18,10 @@ from anyio.lowlevel import EventLoopToken, current_token
 
 from ..core.errors import WsHubError
 from ..core.hub import Hub
-from ..core.hub_brokered import page_of
 from ..core.hub_events import HubEvent
 from ..core.hub_recovery import HistoryPage
 from ..core.hub_stats import HubStats
+from ..core.hub_stream import page_of
 from ..core.hub_topics import check_topic_name
 from ..core.registry import ConnectionInfo
 from ..core.topics import PublishPolicy, SlowConsumerPolicy, SubscribePolicy

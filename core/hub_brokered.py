@@ -40,14 +40,15 @@ from .hub_broker import (
 from .hub_delivery import deliver
 from .hub_events import HubEvent, Published
 from .hub_output import HubOutput
-from .hub_recovery import HistoryPage, Position, _fit, encode_history_reply, frame_bound
+from .hub_recovery import Position, _fit, encode_history_reply, frame_bound
+from .hub_stream import holds_all_after, page_of
 from .registry import _Entry
 from .topics import Topic
 
 if TYPE_CHECKING:
     from .hub_topics import Topics
 
-__all__ = ["Brokered", "page_of"]
+__all__ = ["Brokered"]
 
 
 class Brokered:
@@ -278,7 +279,7 @@ class Brokered:
         seq, epoch = answer.seq, answer.epoch
         since = waiter.since
         replay: list[bytes] = []
-        recovered = since is not None and _recovered(since, answer)
+        recovered = since is not None and holds_all_after(since, answer)
         if recovered:
             assert since is not None
             replay = [data for n, data in answer.entries if n > since[0]]
@@ -307,7 +308,7 @@ class Brokered:
                 for data in replay:
                     out.send(entry, PreparedMessage(data, text=True))
             else:  # told: a new stream is given from its start when the broker still has it
-                fresh = since[1] != epoch and _recovered((0, epoch), answer)
+                fresh = since[1] != epoch and holds_all_after((0, epoch), answer)
                 notice = {"epoch": epoch, "seq": 0 if fresh else seq}
                 out.send(entry, out.prepare("reset", notice, topic=state.name))
                 if fresh:
@@ -469,47 +470,9 @@ class Brokered:
         out.send(entry, PreparedMessage(reply, text=True))
 
 
-def page_of(answer: StreamAnswer, since: Position | None) -> HistoryPage:
-    """A history read answered by the broker: the entries after ``since`` when
-    the stream goes on from it (``recovered``), else none; without ``since``,
-    the entries read (the newest)."""
-    recovered: bool | None = None
-    entries = answer.entries
-    if since is not None:
-        recovered = _continues(since, answer)
-        if not recovered:
-            entries = ()
-    return HistoryPage(
-        topic=answer.topic,
-        seq=answer.seq,
-        epoch=answer.epoch,
-        recovered=recovered,
-        start=entries[0][0] if entries else answer.seq + 1,
-        envelopes=tuple(data for _, data in entries),
-    )
-
-
 def _promote(state: Topic, conn_id: str, waiter: Waiter) -> None:
     """An answered waiter exactly at the node's position is live (one ahead of it
     waits for the node to catch up: what arrives until then, it has)."""
     if state.synced and waiter.epoch == state.epoch and waiter.seq == state.seq:
         del state.waiting[conn_id]
         state.subscribers[conn_id] = None
-
-
-def _continues(since: Position, answer: StreamAnswer) -> bool:
-    """Does the answer's stream go on from ``since``: same epoch, not behind,
-    and its entries start right after it (or there is nothing after it)?"""
-    seq, epoch = since
-    if epoch != answer.epoch or seq > answer.seq:
-        return False
-    entries = answer.entries
-    return seq == answer.seq or (bool(entries) and entries[0][0] == seq + 1)
-
-
-def _recovered(since: Position, answer: StreamAnswer) -> bool:
-    """Does the answer hold every entry after ``since``, up to the stream's end?"""
-    if not _continues(since, answer):
-        return False
-    entries = answer.entries
-    return since[0] == answer.seq or entries[-1][0] == answer.seq

@@ -22,9 +22,9 @@ from wshub.core import Limits
 from wshub.core.envelope import encode_envelope, encode_topic_parts
 from wshub.core.errors import LocalProtocolError
 from wshub.core.hub_broker import Fetch, Listen, Outgoing, PresenceOut, Unlisten
-from wshub.core.hub_brokered import page_of
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import PresenceChanged, Published
+from wshub.core.hub_stream import page_of
 from wshub.core.topics import TopicPolicy
 
 TS = int(WALL_EPOCH * 1000)
