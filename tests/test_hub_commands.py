@@ -140,6 +140,23 @@ def test_deadlines_of_answered_commands_do_not_accumulate() -> None:
     assert h.hub.pending_commands(peer.conn_id) == [0]
 
 
+def test_next_deadline_skips_an_answered_command_at_the_top() -> None:
+    """The earliest deadline belongs to an answered request: it is passed over, not reported."""
+    h = HubHarness(HubConfig(default_command_timeout=5.0))
+    h.hub.register_command("quick", timeout=1.0)
+    h.hub.register_command("slow")
+    peer = h.connect()
+    call(h, peer, "quick", 1)
+    call(h, peer, "slow", 2)
+    start = h.clock.now
+    assert h.hub.reply(peer.conn_id, 1, "done") is True
+    # The answered request's heap entry is still there (no compaction at this size).
+    assert h.hub.footprint()["deadlines"] == 2
+    assert h.hub.next_deadline() == start + 5.0
+    assert h.hub.footprint()["deadlines"] == 1
+    assert h.hub.handle_timer(start + 1.0) == []
+
+
 def test_register_command_validates() -> None:
     h = HubHarness()
     with pytest.raises(ValueError, match="reserved"):

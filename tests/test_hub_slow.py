@@ -78,6 +78,22 @@ def test_drop_policy_skips_and_then_announces_the_count() -> None:
     assert "wshub_dropped_messages_total 3\n" in prometheus_text(stats)
 
 
+def test_subscribers_owed_the_same_count_each_get_their_notice() -> None:
+    """One prepared notice per count serves every subscriber owed that count."""
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    slow = [h.connect() for _ in range(3)]
+    for peer in slow:
+        h.hub.subscribe(peer.conn_id, "ticks")
+    assert [h.hub.publish("ticks", PAD, droppable=True) for _ in range(5)] == [3, 3, 0, 0, 0]
+    for peer in slow:
+        assert topic_items(peer) == [("seq", 1), ("seq", 2)]
+    assert h.hub.publish("ticks", PAD, droppable=True) == 3
+    for peer in slow:
+        assert topic_items(peer) == [("dropped", 3), ("seq", 6)]
+    assert h.hub.stats().drops == 9
+
+
 def test_pending_notice_must_fit_with_the_next_message() -> None:
     h = harness()
     h.hub.configure_topic("ticks", slow_consumer="drop")
