@@ -156,7 +156,7 @@ class HubHandler(HubRuntime, Handler):
             principal,
             remote=session.remote,
             request=session.request,
-            wake=session.notify,
+            wake=session.waker,
         )
 
     def on_message_nowait(

@@ -19,6 +19,8 @@ __all__ = ["deliver"]
 def deliver(out: HubOutput, state: Topic, message: PreparedMessage, droppable: bool) -> int:
     """Queue ``message`` for every open subscriber of ``state``; how many got it."""
     may_drop = droppable and state.policy.slow_consumer == "drop"
+    if not may_drop and not state.dropped:
+        return out.send_each(state.subscribers, message)  # nobody owed a notice
     entries = out.registry.entries
     notices: dict[int, PreparedMessage] = {}
     delivered = 0

@@ -10,7 +10,7 @@ and their own state.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .connection import State
@@ -92,6 +92,37 @@ class HubOutput:
             ok = False
         self.notify(entry.info.conn_id)
         return ok
+
+    def send_each(self, conn_ids: Iterable[str], message: PreparedMessage) -> int:
+        """``send`` to each of ``conn_ids`` (registered); how many got it.
+
+        The fan-out loop, kept tight: a publication to many subscribers spends
+        most of its time here, so the counters are added up once at the end.
+        """
+        entries = self.registry.entries
+        on_output = self._on_output
+        opened = State.OPEN
+        delivered = closes = 0
+        high_water = self.counters.outbox_high_water
+        for conn_id in conn_ids:
+            connection = entries[conn_id].connection
+            if connection.state is not opened:
+                continue
+            if connection.send_prepared(message):
+                delivered += 1
+                queued = connection.outbox_size
+                if queued > high_water:  # noqa: PLR1730 (cheaper than calling max, per subscriber)
+                    high_water = queued
+            else:
+                closes += 1
+            if on_output is not None:
+                on_output(conn_id)
+        counters = self.counters
+        counters.messages_out += delivered
+        counters.bytes_out += delivered * len(message.payload)
+        counters.outbox_high_water = high_water
+        counters.slow_consumer_closes += closes
+        return delivered
 
     def notify(self, conn_id: str) -> None:
         if self._on_output is not None:

@@ -334,3 +334,44 @@ def test_frame_bound_is_an_upper_bound_on_any_connection(size: int, seed: int, b
     deflate = DeflateParams(server_max_window_bits=bits)
     assert len(message.frame()) <= frame_bound(size)
     assert len(message.frame(deflate)) <= frame_bound(size)
+
+
+# -- fan-out: every subscriber's writer woken, the outbox high water exact -----------
+
+
+def test_a_publication_wakes_each_subscribers_writer_once() -> None:
+    h = HubHarness()
+    peers = [h.connect(f"p{i}") for i in range(3)]
+    for peer in peers[:2]:
+        h.hub.subscribe(peer.conn_id, "t")
+    h.outputs.clear()
+    assert h.hub.publish("t", "x") == 2
+    assert sorted(h.outputs) == sorted(peer.conn_id for peer in peers[:2])
+
+
+def test_the_outbox_high_water_is_the_largest_outbox_a_fan_out_left() -> None:
+    """Nothing is read in between: each subscriber's outbox holds the same
+    publication, larger than anything queued before, and that is the mark."""
+    h = HubHarness()
+    peers = [h.connect(f"p{i}") for i in range(3)]
+    for peer in peers:
+        h.hub.subscribe(peer.conn_id, "t")
+        peer.server.data_to_send()  # the subscribe's presence and replies, read
+    assert h.hub.publish("t", "y" * 2000) == 3
+    sizes = {peer.server.outbox_size for peer in peers}
+    assert len(sizes) == 1
+    assert h.hub.stats().outbox_high_water == sizes.pop()
+
+
+def test_closing_a_connection_wakes_its_writer_and_is_no_policy_close_unless_it_is() -> None:
+    """A close the application asks for is queued and its writer woken; only
+    the hub's own policy closes (auth expiry, too many errors) count as such."""
+    h = HubHarness()
+    peer = h.connect()
+    h.outputs.clear()
+    assert h.hub.disconnect(peer.conn_id, 1000, "bye") is True
+    assert h.outputs == [peer.conn_id]
+    assert h.hub.stats().policy_closes == 0
+    peer.receive()
+    assert peer.closed is not None
+    assert (peer.closed.code, peer.closed.reason) == (1000, "bye")

@@ -8,6 +8,7 @@ import pytest
 from hub_helpers import HubHarness, Peer
 
 from wshub.core.envelope import JsonCodec
+from wshub.core.hub import Hub
 from wshub.core.hub_config import HubConfig
 from wshub.core.hub_events import PresenceChanged, Published
 from wshub.core.registry import ConnectionInfo
@@ -34,6 +35,19 @@ def subscribe(h: HubHarness, peer: Peer, topic: str, request_id: int | None = No
         message["id"] = request_id
     h.send(peer, message)
     return peer.receive()
+
+
+def test_a_hub_without_on_output_still_queues_for_every_subscriber() -> None:
+    """``on_output`` is optional: a hub driven by hand reads each connection's bytes itself."""
+    h = HubHarness()
+    h.hub = Hub(clock=h.clock, wall_clock=h.wall)
+    a, b = h.connect("a"), h.connect("b")
+    for peer in (a, b):
+        subscribe(h, peer, "t")
+    before = h.hub.stats().messages_out
+    assert h.hub.publish("t", {"n": 1}) == 2
+    assert payloads(a) == payloads(b) == [{"n": 1}]
+    assert h.hub.stats().messages_out == before + 2
 
 
 def test_broadcast_encodes_once_and_reaches_all_but_excluded() -> None:

@@ -94,6 +94,39 @@ def test_subscribers_owed_the_same_count_each_get_their_notice() -> None:
     assert h.hub.stats().drops == 9
 
 
+def test_a_closing_subscriber_is_passed_over_while_another_is_owed_a_notice() -> None:
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    slow, leaving = h.connect(), h.connect()
+    for peer in (slow, leaving):
+        h.hub.subscribe(peer.conn_id, "ticks")
+    assert [h.hub.publish("ticks", PAD, droppable=True) for _ in range(4)] == [2, 2, 0, 0]
+    leaving.server.close(1000, "bye")  # closing, not yet removed from the hub
+    assert topic_items(slow) == [("seq", 1), ("seq", 2)]
+    assert h.hub.publish("ticks", PAD, droppable=True) == 1
+    assert topic_items(slow) == [("dropped", 2), ("seq", 5)]
+    assert h.hub.publish("ticks", "plain") == 1  # not droppable: the same pass over
+    assert topic_items(slow) == [("seq", 6)]
+
+
+def test_a_message_that_is_not_droppable_brings_the_owed_notice_first() -> None:
+    """Only the subscriber owed a notice gets one; the other gets the message alone."""
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop")
+    slow, fast = h.connect(), h.connect()
+    for peer in (slow, fast):
+        h.hub.subscribe(peer.conn_id, "ticks")
+    for _ in range(3):
+        h.hub.publish("ticks", PAD, droppable=True)
+        fast.receive()
+    assert topic_items(slow) == [("seq", 1), ("seq", 2)]
+    assert h.hub.publish("ticks", "plain") == 2
+    assert topic_items(slow) == [("dropped", 1), ("seq", 4)]
+    assert topic_items(fast) == [("seq", 4)]
+    assert h.hub.publish("ticks", "again") == 2
+    assert topic_items(slow) == [("seq", 5)]
+
+
 def test_pending_notice_must_fit_with_the_next_message() -> None:
     h = harness()
     h.hub.configure_topic("ticks", slow_consumer="drop")
