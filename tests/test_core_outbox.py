@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from hub_helpers import WALL_EPOCH, FakeClock
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wshub.core import ConnectionClosedError, Limits, State
@@ -26,6 +26,10 @@ def drain(conn: OutboxConnection) -> list[str | bytes | CloseRequest]:
 
 
 @given(n=st.integers(0, 70_000))
+@example(n=125)
+@example(n=126)  # the first length with a 16-bit extended length
+@example(n=65_535)
+@example(n=65_536)  # the first length with a 64-bit extended length
 def test_frame_size_is_the_length_of_the_frame(n: int) -> None:
     assert frame_size(n) == len(encode_frame(Opcode.TEXT, b"x" * n))
 

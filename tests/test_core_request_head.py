@@ -302,6 +302,18 @@ def test_scanner_ignores_bytes_after_the_head() -> None:
     assert scanner.feed(b"\n" * 50) == (50, None)
 
 
+def test_a_head_of_bare_lf_lines_ends_at_its_blank_line() -> None:
+    """LF alone ends a line too (RFC 9112 §2.2): the empty line after a header
+    ends the head, and the bytes after it are not scanned."""
+    scanner = HeadScanner(
+        max_request_line=10, max_header_size=10, max_header_count=1, max_head_size=30
+    )
+    assert scanner.feed(b"GET / H\nA: b\n") == (13, None)
+    assert not scanner.done
+    assert scanner.feed(b"\n" + b"z" * 100) == (101, None)
+    assert scanner.done
+
+
 def test_violations_carry_status_and_reason() -> None:
     assert [(v.status, v.reason) for v in HeadViolation] == [
         (414, "request line too long"),

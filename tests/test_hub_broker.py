@@ -9,6 +9,7 @@ subscribers back in step from the stream, or tells them with ``reset``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -731,3 +732,14 @@ def test_server_side_history_reads_through_a_fetch() -> None:
     with pytest.raises(ValueError, match="limit"):
         b.hub.history_fetch("t", limit=-1)
     assert b.hub.history("t").envelopes == ()  # this node holds no history
+
+
+@pytest.mark.parametrize("command", [Fetch, Listen, Outgoing, PresenceOut, Unlisten])
+def test_broker_commands_take_their_fields_by_name(command: Any) -> None:
+    """A broker reads commands by field name; positional fields would let an
+    adapter swap two of the same type unnoticed."""
+    values = [f"v{i}" for i, _ in enumerate(dataclasses.fields(command))]
+    with pytest.raises(TypeError, match="positional"):
+        command(*values)
+    fields = {f.name: v for f, v in zip(dataclasses.fields(command), values, strict=True)}
+    assert dataclasses.asdict(command(**fields)) == fields

@@ -78,6 +78,21 @@ def test_drop_policy_skips_and_then_announces_the_count() -> None:
     assert "wshub_dropped_messages_total 3\n" in prometheus_text(stats)
 
 
+def test_a_clients_publish_on_a_drop_topic_is_droppable() -> None:
+    """What a client publishes to a "drop" topic is skipped for a full
+    subscriber (and announced later), as the server's droppable publishes are."""
+    h = harness()
+    h.hub.configure_topic("ticks", slow_consumer="drop", publish="all")
+    slow, publisher = h.connect(), h.connect()
+    h.hub.subscribe(slow.conn_id, "ticks")
+    for _ in range(4):
+        h.send(publisher, {"message_type": "publish", "topic": "ticks", "payload": PAD})
+    assert slow.server.state is State.OPEN
+    assert topic_items(slow) == [("seq", 1), ("seq", 2)]
+    h.send(publisher, {"message_type": "publish", "topic": "ticks", "payload": "small"})
+    assert topic_items(slow) == [("dropped", 2), ("seq", 5)]
+
+
 def test_subscribers_owed_the_same_count_each_get_their_notice() -> None:
     """One prepared notice per count serves every subscriber owed that count."""
     h = harness()
