@@ -356,16 +356,9 @@ class Brokered:
         state = self._topics.topics.get(name)
         if state is None:
             return 0
-        out = self._out
-        entries = out.registry.entries
         message = PreparedMessage(data, text=True)
-        sent = 0
-        for conn_id in state.subscribers:
-            sent += out.send(entries[conn_id], message)
-        for conn_id, waiter in state.waiting.items():
-            if waiter.answered:
-                sent += out.send(entries[conn_id], message)
-        return sent
+        answered = [conn_id for conn_id, waiter in state.waiting.items() if waiter.answered]
+        return self._out.send_each([*state.subscribers, *answered], message)
 
     # -- client publishes and history reads ------------------------------------------
 

@@ -26,6 +26,10 @@ CLOSE_TOO_MANY_ERRORS = (1008, "too many invalid messages")
 CLOSE_RATE = (1008, "message rate exceeded")
 
 
+def _nobody_to_wake(conn_id: str) -> None:
+    """``on_output`` of a hub driven by hand: its caller reads each connection's bytes."""
+
+
 def check_message_type(message_type: str) -> None:
     if not isinstance(message_type, str) or not message_type:
         raise ValueError("message_type must be a non-empty string")
@@ -64,7 +68,7 @@ class HubOutput:
         self.codec = codec
         self.registry = Registry()
         self.counters = Counters()
-        self._on_output = on_output
+        self._on_output = _nobody_to_wake if on_output is None else on_output
         self._errors: dict[str, deque[float]] = {}
 
     def prepare(self, message_type: str, payload: object, **fields: Any) -> PreparedMessage:
@@ -77,35 +81,25 @@ class HubOutput:
 
     def send(self, entry: _Entry, message: PreparedMessage) -> bool:
         """Queue on one connection if open; count; wake its writer."""
-        connection = entry.connection
-        if connection.state is not State.OPEN:
-            return False
-        counters = self.counters
-        if connection.send_prepared(message):
-            counters.messages_out += 1
-            counters.bytes_out += len(message.payload)
-            size = connection.outbox_size
-            counters.outbox_high_water = max(counters.outbox_high_water, size)
-            ok = True
-        else:
-            counters.slow_consumer_closes += 1
-            ok = False
-        self.notify(entry.info.conn_id)
-        return ok
+        return self.send_entries((entry,), message) == 1
 
     def send_each(self, conn_ids: Iterable[str], message: PreparedMessage) -> int:
-        """``send`` to each of ``conn_ids`` (registered); how many got it.
+        """``send`` to each of ``conn_ids`` (registered); how many got it."""
+        return self.send_entries(map(self.registry.entries.__getitem__, conn_ids), message)
 
-        The fan-out loop, kept tight: a publication to many subscribers spends
-        most of its time here, so the counters are added up once at the end.
+    def send_entries(self, entries: Iterable[_Entry], message: PreparedMessage) -> int:
+        """``send`` to each of ``entries``; how many got it.
+
+        The one place a queued message is counted and its writer woken. Kept
+        tight for fan-out, where a publication to many subscribers spends most
+        of its time: the counters are added up once at the end.
         """
-        entries = self.registry.entries
         on_output = self._on_output
         opened = State.OPEN
         delivered = closes = 0
         high_water = self.counters.outbox_high_water
-        for conn_id in conn_ids:
-            connection = entries[conn_id].connection
+        for entry in entries:
+            connection = entry.connection
             if connection.state is not opened:
                 continue
             if connection.send_prepared(message):
@@ -115,8 +109,7 @@ class HubOutput:
                     high_water = queued
             else:
                 closes += 1
-            if on_output is not None:
-                on_output(conn_id)
+            on_output(entry.info.conn_id)
         counters = self.counters
         counters.messages_out += delivered
         counters.bytes_out += delivered * len(message.payload)
@@ -125,8 +118,7 @@ class HubOutput:
         return delivered
 
     def notify(self, conn_id: str) -> None:
-        if self._on_output is not None:
-            self._on_output(conn_id)
+        self._on_output(conn_id)
 
     def close(
         self,
@@ -186,11 +178,8 @@ class HubOutput:
             skip: frozenset[str] = frozenset()
         else:
             skip = frozenset((exclude,) if isinstance(exclude, str) else exclude)
-        count = 0
-        for conn_id, entry in self.registry.entries.items():
-            if conn_id not in skip and self.send(entry, message):
-                count += 1
-        return count
+        entries = self.registry.entries
+        return self.send_entries([e for c, e in entries.items() if c not in skip], message)
 
     def send_to(self, conn_id: str, message_type: str, payload: object) -> int:
         check_message_type(message_type)
@@ -205,11 +194,7 @@ class HubOutput:
         return self.send_prepared_to_principal(principal_id, self.prepare(message_type, payload))
 
     def send_prepared_to_principal(self, principal_id: str, message: PreparedMessage) -> int:
-        count = 0
-        for conn_id in self.registry.of_principal(principal_id):
-            if self.send(self.registry.entries[conn_id], message):
-                count += 1
-        return count
+        return self.send_each(self.registry.of_principal(principal_id), message)
 
     def forget(self, conn_id: str) -> None:
         """Drop a departed connection's error window."""
